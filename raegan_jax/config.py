@@ -1,0 +1,342 @@
+"""Typed, frozen configuration and the report's presets.
+
+A :class:`Config` has four sections (``model``, ``data``, ``train``, ``gan``),
+each a frozen dataclass. Presets are plain ``Config`` values; overrides are
+dotted paths (``"model.passes"``) applied with :func:`apply_overrides`, which
+validates every value before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Mapping
+
+FAMILIES = ("ae", "rae", "aegan", "raegan")
+DATASETS = ("mnist", "cifar10")
+GAN_FAMILIES = ("aegan", "raegan")
+RECURSIVE_FAMILIES = ("rae", "raegan")
+
+
+class ConfigError(ValueError):
+    """A preset, field or value that cannot be used. The message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the autoencoder, the recursion and the discriminator.
+
+    Widths left empty take the defaults of SPEC §2 for ``data.dataset``.
+    """
+
+    family: str = "ae"
+    passes: int = 1
+    # lax.scan unroll factor for the recursion; 0 means fully unrolled. On
+    # XLA:CPU a rolled scan over these convolutions is ~10x slower.
+    unroll: int = 0
+    conv_widths: tuple[int, ...] = ()
+    dense_widths: tuple[int, ...] = ()
+    latent_dim: int = 16
+    disc_widths: tuple[int, ...] = ()
+    # "subpixel" computes the CIFAR-10 stride-2 transposed convolutions as an
+    # exactly equivalent stride-1 conv + depth-to-space (faster on CPU).
+    decoder_impl: str = "transpose"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which images, how many, and where they are read from."""
+
+    dataset: str = "mnist"
+    train_examples: int = 0  # 0 = every training image available
+    test_examples: int = 0  # 0 = every test image available
+    subset: str = "first"  # "first" N images, or a seeded "sample" of N
+    data_dir: str = ""  # "" = search the default locations (see data.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and loop settings."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    ae_lr: float = 5e-3
+    d_lr: float = 1e-3
+    seed: int = 0
+    recon_loss: str = "mse"  # "mse" | "bce"
+    rae_objective: str = "cycle"  # "cycle" | "sum" | "last"
+    steps_per_dispatch: int = 1  # train steps fused into one lax.scan call
+    eval_every_epochs: int = 1
+    checkpoint_every_epochs: int = 1
+    keep_checkpoints: int = 3
+    num_figure_images: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class GanConfig:
+    """The adversarial game (only used by the ``aegan``/``raegan`` families)."""
+
+    stage_policy: str = "threshold"  # "threshold" | "alternate" | "phases"
+    threshold: float = 0.5
+    adv_weight: float = 1.0
+    adv_loss: str = "nonsaturating"  # "nonsaturating" | "minimax"
+    ae_pretrain_epochs: int = 0
+    # How the on-device stage selects the update: "switch" runs only the chosen
+    # branch (lax.switch); "select" computes both gradients in one pass and keeps
+    # the frozen network as it was (faster on XLA:CPU); "auto" picks per backend.
+    stage_impl: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole experiment. ``preset`` records where it came from."""
+
+    preset: str = "custom"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    gan: GanConfig = GanConfig()
+
+    @property
+    def is_gan(self) -> bool:
+        return self.model.family in GAN_FAMILIES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as nested plain dicts (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "gan": GanConfig}
+
+# Architecture defaults per dataset (SPEC §2).
+_DATASET_DEFAULTS = {
+    "mnist": dict(conv_widths=(16, 32, 64), dense_widths=(128, 64), latent_dim=16,
+                  disc_widths=(512, 256, 128)),
+    "cifar10": dict(conv_widths=(8, 16, 32, 64), dense_widths=(), latent_dim=0,
+                    disc_widths=(1024, 512, 256)),
+}
+
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+
+
+def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: int,
+            train: int, test: int, recon_loss: str, stage_policy: str = "threshold") -> Config:
+    return resolve(Config(
+        preset=name,
+        model=ModelConfig(family=family, passes=passes),
+        data=DataConfig(dataset=dataset, train_examples=train, test_examples=test),
+        train=TrainConfig(epochs=epochs, recon_loss=recon_loss),
+        gan=GanConfig(stage_policy=stage_policy),
+    ))
+
+
+def resolve(cfg: Config) -> Config:
+    """Fills empty architecture widths with the dataset's defaults (SPEC §2)."""
+    d = _DATASET_DEFAULTS.get(cfg.data.dataset)
+    if d is None:
+        raise ConfigError(f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}")
+    m = cfg.model
+    m = dataclasses.replace(
+        m,
+        conv_widths=m.conv_widths or d["conv_widths"],
+        dense_widths=m.dense_widths or d["dense_widths"],
+        disc_widths=m.disc_widths or d["disc_widths"],
+        latent_dim=m.latent_dim if cfg.data.dataset == "mnist" else 0,
+    )
+    return dataclasses.replace(cfg, model=m)
+
+
+# The report's experiments (SPEC §5). Batch size is not stated in the report: 128.
+PRESETS: dict[str, Config] = {
+    "mnist_ae": _preset("mnist_ae", "mnist", "ae", epochs=100, train=3000, test=600,
+                        recon_loss="mse"),
+    "cifar10_ae": _preset("cifar10_ae", "cifar10", "ae", epochs=200, train=10000, test=2000,
+                          recon_loss="bce"),
+    "cifar10_rae": _preset("cifar10_rae", "cifar10", "rae", passes=3, epochs=150, train=10000,
+                           test=2000, recon_loss="bce"),
+    "mnist_aegan": _preset("mnist_aegan", "mnist", "aegan", epochs=200, train=7000, test=2000,
+                           recon_loss="mse"),
+    "cifar10_aegan": _preset("cifar10_aegan", "cifar10", "aegan", epochs=20, train=20000,
+                             test=2000, recon_loss="bce", stage_policy="phases"),
+    "cifar10_raegan": _preset("cifar10_raegan", "cifar10", "raegan", passes=3, epochs=20,
+                              train=20000, test=2000, recon_loss="bce", stage_policy="phases"),
+}
+
+
+def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Returns a validated preset, optionally with dotted-path overrides.
+
+    Args:
+      name: one of :data:`PRESETS` (``mnist_ae``, ``cifar10_raegan``, ...).
+      overrides: ``{"model.passes": 3, "train.batch_size": 64, ...}``. Values
+        may be Python values or strings (as given on the command line).
+
+    Returns:
+      The validated :class:`Config`.
+
+    Raises:
+      ConfigError: unknown preset, unknown field or a value out of range.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return apply_overrides(PRESETS[name], overrides or {})
+
+
+def _coerce(path: str, value: Any, ftype: Any) -> Any:
+    """Converts ``value`` (a Python value or a CLI string) to the field's type."""
+    origin = typing.get_origin(ftype)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            return tuple(int(v) for v in value)
+        if ftype is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes"):
+                    return True
+                if value.lower() in ("0", "false", "no"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if ftype is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if ftype is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if ftype is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unhandled field type {ftype}")  # pragma: no cover
+    raise ConfigError(f"{path}: cannot use {value!r} (expected {getattr(ftype, '__name__', ftype)})")
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Applies dotted-path overrides to ``cfg`` and validates the result.
+
+    Args:
+      cfg: the base config.
+      overrides: mapping of ``"section.field"`` to a value or string.
+
+    Returns:
+      A new validated :class:`Config`.
+
+    Raises:
+      ConfigError: naming the unknown field or the bad value.
+    """
+    sections = {name: getattr(cfg, name) for name in _SECTIONS}
+    changes: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    dataset_changed = False
+    for path, value in overrides.items():
+        parts = path.split(".")
+        if len(parts) != 2 or parts[0] not in _SECTIONS:
+            raise ConfigError(f"unknown config field {path!r}; fields look like "
+                              f"'model.passes' with sections {', '.join(_SECTIONS)}")
+        section, field = parts
+        hints = typing.get_type_hints(_SECTIONS[section])
+        if field not in hints:
+            raise ConfigError(f"unknown config field {path!r}; {section} has: "
+                              f"{', '.join(hints)}")
+        changes[section][field] = _coerce(path, value, hints[field])
+        dataset_changed |= path == "data.dataset"
+    for name, ch in changes.items():
+        if ch:
+            sections[name] = dataclasses.replace(sections[name], **ch)
+    if dataset_changed and not changes["model"].keys() & {"conv_widths", "dense_widths", "disc_widths"}:
+        # A new dataset brings its own default architecture.
+        m = sections["model"]
+        sections["model"] = dataclasses.replace(m, conv_widths=(), dense_widths=(), disc_widths=(),
+                                                latent_dim=ModelConfig.latent_dim)
+    new = dataclasses.replace(cfg, **sections)
+    new = resolve(new) if new.data.dataset in DATASETS else new
+    validate(new)
+    return new
+
+
+def _check(ok: bool, path: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path} {msg}")
+
+
+def validate(cfg: Config) -> None:
+    """Raises :class:`ConfigError` naming the first invalid field of ``cfg``."""
+    m, d, t, g = cfg.model, cfg.data, cfg.train, cfg.gan
+    _check(d.dataset in DATASETS, "data.dataset", f"must be one of {DATASETS}, got {d.dataset!r}")
+    _check(m.family in FAMILIES, "model.family", f"must be one of {FAMILIES}, got {m.family!r}")
+    _check(m.passes >= 1, "model.passes", f"must be >= 1, got {m.passes}")
+    if m.family in ("ae", "aegan"):
+        _check(m.passes == 1, "model.passes",
+               f"must be 1 for family {m.family!r} (use 'r{m.family}' for recursion), got {m.passes}")
+    _check(m.unroll >= 0, "model.unroll", f"must be >= 0 (0 = fully unrolled), got {m.unroll}")
+    _check(all(w >= 1 for w in m.conv_widths + m.dense_widths + m.disc_widths),
+           "model widths", "must all be >= 1")
+    if d.dataset == "mnist":
+        _check(len(m.conv_widths) == 3, "model.conv_widths", "must have 3 entries for MNIST")
+        _check(m.latent_dim >= 1, "model.latent_dim", f"must be >= 1, got {m.latent_dim}")
+    else:
+        _check(len(m.conv_widths) == 4, "model.conv_widths",
+               "must have 4 entries for CIFAR-10 (stem, then 3 stride-2 stages)")
+    _check(len(m.disc_widths) >= 1, "model.disc_widths", "must have at least one hidden layer")
+    _check(m.decoder_impl in ("transpose", "subpixel"), "model.decoder_impl",
+           f"must be 'transpose' or 'subpixel', got {m.decoder_impl!r}")
+    _check(d.train_examples >= 0, "data.train_examples", f"must be >= 0, got {d.train_examples}")
+    _check(d.test_examples >= 0, "data.test_examples", f"must be >= 0, got {d.test_examples}")
+    _check(d.subset in ("first", "sample"), "data.subset",
+           f"must be 'first' or 'sample', got {d.subset!r}")
+    _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+    _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    if d.train_examples:
+        _check(d.train_examples >= t.batch_size, "data.train_examples",
+               f"({d.train_examples}) must be at least train.batch_size ({t.batch_size})")
+    _check(t.ae_lr > 0, "train.ae_lr", f"must be > 0, got {t.ae_lr}")
+    _check(t.d_lr > 0, "train.d_lr", f"must be > 0, got {t.d_lr}")
+    _check(t.recon_loss in ("mse", "bce"), "train.recon_loss",
+           f"must be 'mse' or 'bce', got {t.recon_loss!r}")
+    _check(t.rae_objective in ("cycle", "sum", "last"), "train.rae_objective",
+           f"must be 'cycle', 'sum' or 'last', got {t.rae_objective!r}")
+    for name in ("steps_per_dispatch", "eval_every_epochs", "checkpoint_every_epochs",
+                 "keep_checkpoints"):
+        _check(getattr(t, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(t, name)}")
+    _check(t.num_figure_images >= 1, "train.num_figure_images", "must be >= 1")
+    _check(g.stage_policy in ("threshold", "alternate", "phases"), "gan.stage_policy",
+           f"must be 'threshold', 'alternate' or 'phases', got {g.stage_policy!r}")
+    _check(0.0 < g.threshold < 1.0, "gan.threshold", f"must be in (0, 1), got {g.threshold}")
+    _check(g.adv_weight >= 0.0, "gan.adv_weight", f"must be >= 0, got {g.adv_weight}")
+    _check(g.adv_loss in ("nonsaturating", "minimax"), "gan.adv_loss",
+           f"must be 'nonsaturating' or 'minimax', got {g.adv_loss!r}")
+    _check(g.stage_impl in ("auto", "switch", "select"), "gan.stage_impl",
+           f"must be 'auto', 'switch' or 'select', got {g.stage_impl!r}")
+    _check(g.ae_pretrain_epochs >= 0, "gan.ae_pretrain_epochs",
+           f"must be >= 0, got {g.ae_pretrain_epochs}")
+
+
+def from_dict(d: Mapping[str, Any]) -> Config:
+    """Rebuilds a :class:`Config` from :meth:`Config.to_dict` output (e.g. config.json)."""
+    overrides = {f"{s}.{k}": v for s in _SECTIONS for k, v in d.get(s, {}).items()}
+    base = Config(preset=d.get("preset", "custom"))
+    unknown = set(d) - set(_SECTIONS) - {"preset"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    return apply_overrides(base, overrides)
+
+
+def diff(a: Config, b: Config) -> list[str]:
+    """Lists the dotted fields whose values differ between two configs."""
+    out = []
+    if a.preset != b.preset:
+        out.append("preset")
+    for s in _SECTIONS:
+        for f in dataclasses.fields(_SECTIONS[s]):
+            if getattr(getattr(a, s), f.name) != getattr(getattr(b, s), f.name):
+                out.append(f"{s}.{f.name}")
+    return out

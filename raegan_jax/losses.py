@@ -1,0 +1,81 @@
+"""Reconstruction and adversarial losses. All take logits, never probabilities."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _per_sample_mean(x: jax.Array) -> jax.Array:
+    """Mean over every axis but the leading batch axes: [..., H, W, C] -> [...]."""
+    return x.reshape(*x.shape[:-3], -1).mean(axis=-1)
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Elementwise binary cross-entropy of ``sigmoid(logits)`` against ``targets`` in [0, 1].
+
+    Computed as ``softplus(l) - t * l``, which is stable for large |l|.
+    """
+    return jax.nn.softplus(logits) - targets * logits
+
+
+def recon_loss(logits: jax.Array, images: jax.Array, kind: str) -> jax.Array:
+    """Per-sample reconstruction loss of images ``sigmoid(logits)``.
+
+    Args:
+      logits: [..., B, H, W, C] reconstruction logits (leading pass axes allowed).
+      images: [B, H, W, C] targets in [0, 1] (broadcast over leading axes).
+      kind: "mse" (on the sigmoid outputs) or "bce" (from the logits).
+
+    Returns:
+      [..., B] loss per sample, averaged over pixels and channels (PyTorch's
+      ``reduction='mean'`` once averaged over the batch).
+    """
+    if kind == "mse":
+        return _per_sample_mean((jax.nn.sigmoid(logits) - images) ** 2)
+    if kind == "bce":
+        return _per_sample_mean(bce_with_logits(logits, images))
+    raise ValueError(f"unknown reconstruction loss {kind!r}")
+
+
+def d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """Discriminator BCE: real -> 1, fake -> 0, averaged over all real and fake samples.
+
+    Args:
+      real_logits: [B] D logits on real images.
+      fake_logits: [P, B] D logits on the fakes of each pass.
+
+    Returns:
+      Scalar: mean real BCE + mean fake BCE, halved (the usual 0.5 (real + fake)).
+    """
+    real = bce_with_logits(real_logits, 1.0).mean()
+    fake = bce_with_logits(fake_logits, 0.0).mean()
+    return 0.5 * (real + fake)
+
+
+def adversarial_loss(fake_logits: jax.Array, kind: str) -> jax.Array:
+    """The AE's adversarial term per pass.
+
+    Args:
+      fake_logits: [P, B] D logits on the fakes of each pass.
+      kind: "nonsaturating" = BCE(D(fake), 1) = -log D(fake); "minimax" =
+        log(1 - D(fake)) = -BCE(D(fake), 0), the original minimax objective.
+
+    Returns:
+      [P] loss per pass (averaged over the batch); the AE minimises its sum.
+    """
+    if kind == "nonsaturating":
+        return bce_with_logits(fake_logits, 1.0).mean(axis=-1)
+    if kind == "minimax":
+        return -bce_with_logits(fake_logits, 0.0).mean(axis=-1)
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def accuracy_real(real_logits: jax.Array) -> jax.Array:
+    """Fraction of real images D classifies as real (logit > 0). [B] -> scalar."""
+    return (real_logits > 0).mean()
+
+
+def accuracy_fake(fake_logits: jax.Array) -> jax.Array:
+    """Per-pass fraction of fakes D classifies as fake (logit <= 0). [P, B] -> [P]."""
+    return (fake_logits <= 0).mean(axis=-1)

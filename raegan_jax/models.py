@@ -1,0 +1,213 @@
+"""The report's networks as pure Flax Linen modules (SPEC §2).
+
+Every autoencoder returns **logits**; images are ``sigmoid(logits)`` in
+[0, 1]. Returning logits lets the BCE loss be computed stably from them;
+:func:`to_images` is the one place the sigmoid is applied.
+
+Shapes are NHWC float32.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from raegan_jax.config import Config
+
+to_images = jax.nn.sigmoid
+
+
+def _conv_transpose_pt(features: int, kernel: int, stride: int, padding: int,
+                       output_padding: int = 0) -> nn.ConvTranspose:
+    """A transposed conv with PyTorch's ``ConvTranspose2d`` output size.
+
+    ``lax.conv_transpose`` pads the stride-dilated input, so PyTorch's
+    (padding p, output_padding op) becomes (k-1-p, k-1-p+op) on each axis.
+    """
+    lo, hi = kernel - 1 - padding, kernel - 1 - padding + output_padding
+    return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride),
+                            padding=((lo, hi), (lo, hi)))
+
+
+class MnistAE(nn.Module):
+    """The report's MNIST autoencoder: 28x28x1 -> latent ``latent_dim`` -> 28x28x1 logits.
+
+    Attributes:
+      conv_widths: channels of the 3 conv/max-pool stages (16, 32, 64).
+      dense_widths: hidden dense widths between the conv stack and the latent (128, 64).
+      latent_dim: size of the code (16).
+    """
+
+    conv_widths: Sequence[int] = (16, 32, 64)
+    dense_widths: Sequence[int] = (128, 64)
+    latent_dim: int = 16
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """[B, 28, 28, 1] images -> [B, latent_dim] codes."""
+        for w in self.conv_widths:
+            x = nn.relu(nn.Conv(w, (3, 3), padding=1)(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # 28->14->7->3
+        x = x.reshape(x.shape[0], -1)
+        for w in self.dense_widths:
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(self.latent_dim)(x)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """[B, latent_dim] codes -> [B, 28, 28, 1] logits."""
+        c = self.conv_widths[-1]
+        for w in (*reversed(self.dense_widths), 3 * 3 * c):
+            z = nn.relu(nn.Dense(w)(z))
+        x = z.reshape(z.shape[0], 3, 3, c)
+        x = nn.relu(_conv_transpose_pt(self.conv_widths[1], 3, 2, 0)(x))  # 3 -> 7
+        x = nn.relu(_conv_transpose_pt(self.conv_widths[0], 3, 2, 1, 1)(x))  # 7 -> 14
+        return _conv_transpose_pt(1, 3, 2, 1, 1)(x)  # 14 -> 28
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, 28, 28, 1] images in [0, 1] -> [B, 28, 28, 1] reconstruction logits."""
+        return self.decode(self.encode(x))
+
+
+class SubpixelConvTranspose(nn.Module):
+    """A 4x4 stride-2 padding-1 transposed conv computed as conv + depth-to-space.
+
+    Holds exactly the parameters of ``nn.ConvTranspose(features, (4, 4), 2,
+    padding=((2, 2), (2, 2)))`` (kernel [4, 4, in, out], bias [out]) and
+    returns the same values: each of the 4 output phases (row parity, column
+    parity) only touches a 2x2 subset of the kernel taps, so the layer is a
+    single 3x3 stride-1 convolution to 4*out channels (unused taps zero)
+    followed by a pixel shuffle. On XLA:CPU this avoids the dilated
+    convolution the transposed form lowers to, whose gradient is slow.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        k3 = subpixel_kernel(kernel)
+        y = jax.lax.conv_general_dilated(x, k3, (1, 1), ((1, 1), (1, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        b, h, w, _ = y.shape
+        y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
+def subpixel_kernel(kernel: jax.Array) -> jax.Array:
+    """Rearranges a [4, 4, I, O] transposed-conv kernel into a [3, 3, I, 4*O] conv kernel.
+
+    For the lax.conv_transpose form (input dilated by 2, padded by 2, kernel
+    not flipped), output row ``2m + r`` sums input rows ``m - 1 + a`` with
+    kernel row ``2a + 1 - r`` (a in {0, 1} for r = 1; a in {0, 1, 2} with
+    rows ``-r+2a`` for r = 0), i.e. a 3-tap window centred on input row m.
+    The same holds for columns. Output channel index is (r, c, o).
+    """
+    i, o = kernel.shape[2], kernel.shape[3]
+    # taps[r][t] = kernel row used by window offset t (0..2) for output phase r, or None.
+    taps = {0: (0, 2, None), 1: (None, 1, 3)}
+    zero = jnp.zeros((i, o), kernel.dtype)
+    rows = []
+    for t in range(3):
+        cols = []
+        for u in range(3):
+            phases = []
+            for r in (0, 1):
+                for c in (0, 1):
+                    kr, kc = taps[r][t], taps[c][u]
+                    phases.append(zero if kr is None or kc is None else kernel[kr, kc])
+            cols.append(jnp.stack(phases, axis=1).reshape(i, 4 * o))
+        rows.append(jnp.stack(cols))
+    return jnp.stack(rows)
+
+
+class Cifar10AE(nn.Module):
+    """The report's CIFAR-10 autoencoder: 7 conv layers each side, latent 4x4x64.
+
+    Encoder: conv3x3 3->8, then per stage [conv4x4/s2, conv3x3] to 16, 32, 64
+    channels (32 -> 16 -> 8 -> 4). Decoder mirrors it with 4x4 stride-2
+    transposed convs (4 -> 8 -> 16 -> 32) and ends conv3x3 8->3. ReLU between
+    all layers; returns logits.
+
+    Attributes:
+      conv_widths: (stem, stage1, stage2, stage3) channels, default (8, 16, 32, 64).
+      decoder_impl: "transpose" (nn.ConvTranspose) or "subpixel" (the same
+        function and parameters computed as conv + depth-to-space).
+      out_channels: image channels (3).
+    """
+
+    conv_widths: Sequence[int] = (8, 16, 32, 64)
+    decoder_impl: str = "transpose"
+    out_channels: int = 3
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """[B, 32, 32, 3] -> [B, 4, 4, conv_widths[-1]]."""
+        x = nn.relu(nn.Conv(self.conv_widths[0], (3, 3), padding=1, name="enc_stem")(x))
+        for k, w in enumerate(self.conv_widths[1:]):
+            x = nn.relu(nn.Conv(w, (4, 4), strides=(2, 2), padding=1, name=f"enc_down{k}")(x))
+            x = nn.relu(nn.Conv(w, (3, 3), padding=1, name=f"enc_conv{k}")(x))
+        return x
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """[B, 4, 4, C] -> [B, 32, 32, out_channels] logits."""
+        x = z
+        widths = list(self.conv_widths)
+        for k, (w_in, w_out) in enumerate(zip(widths[:0:-1], widths[-2::-1])):
+            x = nn.relu(nn.Conv(w_in, (3, 3), padding=1, name=f"dec_conv{k}")(x))
+            # Both forms hold the same "dec_up{k}" kernel [4, 4, w_in, w_out] and bias.
+            if self.decoder_impl == "subpixel":
+                up = SubpixelConvTranspose(w_out, name=f"dec_up{k}")
+            else:
+                up = nn.ConvTranspose(w_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                                      name=f"dec_up{k}")
+            x = nn.relu(up(x))
+        return nn.Conv(self.out_channels, (3, 3), padding=1, name="dec_out")(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, 32, 32, 3] images in [0, 1] -> [B, 32, 32, 3] reconstruction logits."""
+        return self.decode(self.encode(x))
+
+
+class DenseDiscriminator(nn.Module):
+    """Fully connected discriminator: flattened image -> hidden widths -> 1 logit.
+
+    Attributes:
+      widths: hidden layer widths (MNIST 512, 256, 128; CIFAR-10 1024, 512, 256).
+      negative_slope: LeakyReLU slope (0.2).
+    """
+
+    widths: Sequence[int] = (512, 256, 128)
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, H, W, C] images -> [B] logits (positive = real)."""
+        x = x.reshape(x.shape[0], -1)
+        for w in self.widths:
+            x = nn.leaky_relu(nn.Dense(w)(x), self.negative_slope)
+        return nn.Dense(1)(x)[:, 0]
+
+
+def build_models(cfg: Config) -> tuple[nn.Module, nn.Module | None]:
+    """Builds the autoencoder and (for GAN families) the discriminator.
+
+    Args:
+      cfg: a validated config.
+
+    Returns:
+      ``(ae, disc)``; ``disc`` is None for the ``ae`` and ``rae`` families.
+      The AE maps images [B, H, W, C] to logits of the same shape.
+    """
+    m = cfg.model
+    if cfg.data.dataset == "mnist":
+        ae: nn.Module = MnistAE(conv_widths=tuple(m.conv_widths), dense_widths=tuple(m.dense_widths),
+                                latent_dim=m.latent_dim)
+    else:
+        ae = Cifar10AE(conv_widths=tuple(m.conv_widths), decoder_impl=m.decoder_impl)
+    disc = DenseDiscriminator(widths=tuple(m.disc_widths)) if cfg.is_gan else None
+    return ae, disc

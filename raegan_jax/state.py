@@ -1,0 +1,84 @@
+"""One train state holding both networks, each with its own optax state (SPEC §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from raegan_jax.config import IMAGE_SHAPES, Config
+from raegan_jax.models import build_models
+
+# Values of the on-device stage flag.
+STAGE_AE = 0  # the AE learns against the frozen discriminator
+STAGE_D = 1  # the discriminator learns against the frozen AE
+STAGE_RECON = 2  # the AE learns reconstruction only (ae/rae, pretraining, phases sweep 1)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue, as one pytree.
+
+    Attributes:
+      step: int32 [] number of train steps taken.
+      stage: int32 [] which network learns next: :data:`STAGE_AE`,
+        :data:`STAGE_D` or :data:`STAGE_RECON`. Lives on device so the
+        threshold rule can switch it inside the jitted step.
+      rng: uint32 [2] raw PRNG key data; per-step keys are
+        ``fold_in(rng, step)`` so a resumed run draws the same numbers.
+      ae_params, ae_opt_state: AE parameters and its Adam state.
+      d_params, d_opt_state: discriminator parameters and its own Adam state
+        (None for the ``ae``/``rae`` families). Two separate optax states
+        mean a frozen network's moments and counts never move.
+    """
+
+    step: jax.Array
+    stage: jax.Array
+    rng: jax.Array
+    ae_params: Any
+    ae_opt_state: Any
+    d_params: Any = None
+    d_opt_state: Any = None
+
+
+def make_optimizers(cfg: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """Returns ``(ae_tx, d_tx)``: Adam at ``train.ae_lr`` and ``train.d_lr`` (5e-3, 1e-3)."""
+    return optax.adam(cfg.train.ae_lr), optax.adam(cfg.train.d_lr)
+
+
+def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
+    """Initialises both networks and their optimizer states.
+
+    Args:
+      cfg: a validated config.
+      key: a PRNG key (``jax.random.key(seed)`` or a legacy uint32 key).
+
+    Returns:
+      A :class:`TrainState` at step 0. GAN families start in the D stage
+      (the report trains D until it beats the threshold).
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    ae, disc = build_models(cfg)
+    ae_tx, d_tx = make_optimizers(cfg)
+    k_ae, k_d, k_run = jax.random.split(key, 3)
+    dummy = jnp.zeros((1, *IMAGE_SHAPES[cfg.data.dataset]), jnp.float32)
+    ae_params = ae.init(k_ae, dummy)["params"]
+    d_params = disc.init(k_d, dummy)["params"] if disc is not None else None
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        stage=jnp.asarray(STAGE_D if cfg.is_gan else STAGE_RECON, jnp.int32),
+        rng=jax.random.key_data(k_run),
+        ae_params=ae_params,
+        ae_opt_state=ae_tx.init(ae_params),
+        d_params=d_params,
+        d_opt_state=d_tx.init(d_params) if d_params is not None else None,
+    )
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(x.size for x in jax.tree.leaves(params)))

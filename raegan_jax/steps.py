@@ -1,0 +1,498 @@
+"""Jitted train and eval steps for the four families, and the stage logic (SPEC §3–4).
+
+Every family runs through :func:`train_step_fn`, a pure function of
+``(bound, state, batch)``. ``bound`` carries the models, optimizers and static
+config; it is bound with ``functools.partial`` and never passed through jit.
+
+The stage flag (``state.stage``) selects which network learns, inside the one
+compiled program, through ``lax.switch``:
+
+* :data:`~raegan_jax.state.STAGE_AE` — the AE learns reconstruction plus the
+  adversarial term against the frozen D;
+* :data:`~raegan_jax.state.STAGE_D` — D learns real vs. fake against the frozen AE;
+* :data:`~raegan_jax.state.STAGE_RECON` — the AE learns reconstruction only.
+
+The ``threshold`` policy rewrites the flag on device after every step
+(:func:`next_stage`); ``alternate`` runs a D update then an AE update every
+step; ``phases`` leaves the flag to the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from raegan_jax import losses
+from raegan_jax.config import RECURSIVE_FAMILIES, Config
+from raegan_jax.models import build_models, to_images
+from raegan_jax.parallel import batch_sharded, check_batch_divides, make_mesh, replicated
+from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
+from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """Static pieces of a step: config, modules, optimizers, epoch length."""
+
+    cfg: Config
+    ae: nn.Module
+    disc: nn.Module | None
+    ae_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+    steps_per_epoch: int
+
+
+def bind(cfg: Config, steps_per_epoch: int | None = None) -> Bound:
+    """Builds the static pieces of the steps for ``cfg``.
+
+    Args:
+      cfg: a validated config.
+      steps_per_epoch: train steps per pass over the data, which the
+        ``cycle`` objective needs to know where each sample sits in its
+        epoch. Default: ``data.train_examples // train.batch_size`` (1 if
+        the size is unknown, i.e. a fresh schedule offset every step).
+    """
+    ae, disc = build_models(cfg)
+    ae_tx, d_tx = make_optimizers(cfg)
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, cfg.data.train_examples // cfg.train.batch_size)
+    return Bound(cfg, ae, disc, ae_tx, d_tx, steps_per_epoch)
+
+
+def as_images(batch: jax.Array) -> jax.Array:
+    """uint8 [0, 255] or float [0, 1] images -> float32 [0, 1]."""
+    if batch.dtype == jnp.uint8:
+        return batch.astype(jnp.float32) / 255.0
+    return batch.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------- pieces
+
+def ae_logits(b: Bound, ae_params: Any, images: jax.Array) -> jax.Array:
+    """All passes of the (recursive) AE: [B, H, W, C] -> logits [passes, B, H, W, C]."""
+    m = b.cfg.model
+    return recursive_apply(lambda x: b.ae.apply({"params": ae_params}, x), images, m.passes,
+                           unroll=m.unroll, feedback=to_images)
+
+
+def pass_index(b: Bound, state: TrainState, batch_size: int) -> jax.Array:
+    """[B] zero-based pass each sample trains on under the ``cycle`` objective.
+
+    The epoch's random start s comes from ``fold_in(rng, epoch)``: it is the
+    same for every step of an epoch and a resumed run draws the same s.
+    """
+    passes = b.cfg.model.passes
+    if passes == 1:
+        return jnp.zeros((batch_size,), jnp.int32)
+    epoch, k = state.step // b.steps_per_epoch, state.step % b.steps_per_epoch
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), epoch)
+    s = jax.random.randint(key, (), 0, passes)
+    return cycle_pass_index(s, k * batch_size + jnp.arange(batch_size), passes)
+
+
+def recon_objective(b: Bound, logits: jax.Array, images: jax.Array, pidx: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+    """Returns (scalar objective over the passes, [passes] mean loss per pass)."""
+    per_sample = losses.recon_loss(logits, images, b.cfg.train.recon_loss)  # [P, B]
+    objective = b.cfg.train.rae_objective if b.cfg.model.family in RECURSIVE_FAMILIES else "last"
+    return rae_objective(per_sample, objective, pidx), per_sample.mean(axis=1)
+
+
+def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+    """D on real images [B, ...] and fakes [P, B, ...] in one call: ([B], [P, B]) logits."""
+    p, n = fakes.shape[0], images.shape[0]
+    both = jnp.concatenate([images[None], fakes]).reshape(((p + 1) * n, *images.shape[1:]))
+    out = b.disc.apply({"params": d_params}, both).reshape(p + 1, n)
+    return out[0], out[1:]
+
+
+def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: jax.Array,
+                 fake_l: jax.Array) -> Metrics:
+    adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
+    return {
+        "loss": recon_obj + b.cfg.gan.adv_weight * adv.sum(),
+        "recon_loss": per_pass,
+        "adv_loss": adv,
+        "d_loss": losses.d_loss(real_l, fake_l),
+        "d_real_acc": losses.accuracy_real(real_l),
+        "d_fake_acc": losses.accuracy_fake(fake_l),
+    }
+
+
+def _apply(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+# --------------------------------------------------------------------------- updates
+# Each update returns (state, metrics) with the same metric structure, so the
+# three can be branches of one lax.switch. A branch that does not update a
+# network passes its leaves through untouched (bit-identical).
+
+def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
+                 ) -> tuple[TrainState, Metrics]:
+    """The AE learns reconstruction only (ae/rae, pretraining, the phases' first sweep)."""
+    def loss_fn(p):
+        logits = ae_logits(b, p, images)
+        obj, per_pass = recon_objective(b, logits, images, pidx)
+        return obj, (per_pass, logits)
+
+    (obj, (per_pass, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
+    ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, grads)
+    if b.disc is None:
+        metrics = {"loss": obj, "recon_loss": per_pass}
+    else:
+        real_l, fake_l = d_logits(b, state.d_params, images,
+                                  jax.lax.stop_gradient(to_images(logits)))
+        metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+    return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
+
+
+def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
+             ) -> tuple[TrainState, Metrics]:
+    """D learns real -> 1, every pass's reconstruction -> 0; the AE is frozen."""
+    logits = jax.lax.stop_gradient(ae_logits(b, state.ae_params, images))
+    obj, per_pass = recon_objective(b, logits, images, pidx)
+    fakes = to_images(logits)
+
+    def loss_fn(dp):
+        real_l, fake_l = d_logits(b, dp, images, fakes)
+        return losses.d_loss(real_l, fake_l), (real_l, fake_l)
+
+    (_, (real_l, fake_l)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, grads)
+    return (state.replace(d_params=d_params, d_opt_state=d_opt),
+            _gan_metrics(b, obj, per_pass, real_l, fake_l))
+
+
+def ae_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
+              adv_on: jax.Array | bool = True) -> tuple[TrainState, Metrics]:
+    """The AE learns reconstruction + ``adv_weight`` x adversarial term; D is frozen.
+
+    For ``raegan`` the adversarial term is summed over every pass's output.
+    ``adv_on=False`` (traced or not) drops the adversarial term.
+    """
+    def loss_fn(p):
+        logits = ae_logits(b, p, images)
+        obj, per_pass = recon_objective(b, logits, images, pidx)
+        real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
+        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+        return jnp.where(adv_on, m["loss"], obj), m
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
+    ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, grads)
+    return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
+
+
+def alternate_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
+                     ) -> tuple[TrainState, Metrics]:
+    """One D update, then one AE update against the updated D (the usual GAN loop).
+
+    In :data:`STAGE_RECON` (pretraining) D is left untouched and the AE learns
+    reconstruction only. D's loss and accuracies are reported from the D
+    update; the rest from the AE update.
+    """
+    game_on = state.stage != STAGE_RECON
+    new, m_d = d_update(b, state, images, pidx)
+    new = _select(game_on, new, state, ("d_params", "d_opt_state"))
+    new, m_ae = ae_update(b, new, images, pidx, adv_on=game_on)
+    return new, {**m_ae, **{k: m_d[k] for k in ("d_loss", "d_real_acc", "d_fake_acc")}}
+
+
+def _select(pred: jax.Array, new: TrainState, old: TrainState, fields: tuple[str, ...]
+            ) -> TrainState:
+    """``new`` where ``pred`` else ``old``, for the named state fields (exact copies)."""
+    return new.replace(**{f: jax.tree.map(lambda n, o: jnp.where(pred, n, o),
+                                          getattr(new, f), getattr(old, f)) for f in fields})
+
+
+def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
+                    ) -> tuple[TrainState, Metrics]:
+    """The stage's update without a conditional: both gradients, one network applied.
+
+    One forward and one backward give the AE's and D's gradients of the
+    stage's loss (D loss in :data:`STAGE_D`; recon + adversarial in
+    :data:`STAGE_AE`; recon only in :data:`STAGE_RECON`); ``jnp.where`` then
+    keeps the frozen network's params and Adam state exactly as they were.
+    Same results as the ``lax.switch`` form; on XLA:CPU it is much faster,
+    because convolutions inside a conditional miss the fast Eigen path.
+    """
+    is_d, is_recon = state.stage == STAGE_D, state.stage == STAGE_RECON
+
+    def loss_fn(ap, dp):
+        logits = ae_logits(b, ap, images)
+        obj, per_pass = recon_objective(b, logits, images, pidx)
+        real_l, fake_l = d_logits(b, dp, images, to_images(logits))
+        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+        ae_loss = jnp.where(is_recon, obj, m["loss"])
+        return jnp.where(is_d, m["d_loss"], ae_loss), m
+
+    (_, metrics), (g_ae, g_d) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+        state.ae_params, state.d_params)
+    ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, g_ae)
+    d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, g_d)
+    new = state.replace(ae_params=ae_params, ae_opt_state=ae_opt, d_params=d_params,
+                        d_opt_state=d_opt)
+    new = _select(~is_d, new, state, ("ae_params", "ae_opt_state"))  # AE learns unless D stage
+    new = _select(is_d, new, state, ("d_params", "d_opt_state"))  # D learns only in D stage
+    return new, metrics
+
+
+def stage_impl(cfg: Config) -> str:
+    """How the stage picks the update: "switch" (lax.switch) or "select" (see
+    :func:`selected_update`). ``gan.stage_impl="auto"`` uses "select" on CPU."""
+    impl = cfg.gan.stage_impl
+    if impl == "auto":
+        return "select" if jax.default_backend() == "cpu" else "switch"
+    return impl
+
+
+def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: float) -> jax.Array:
+    """The stage after this step (all on device, no host sync).
+
+    ``threshold`` (the report's rule): train D while it classifies at most
+    ``threshold`` of the fakes correctly; once it classifies more, train the
+    AE until D's accuracy on fakes falls to ``threshold`` or below. Both
+    directions reduce to "AE if accuracy > threshold, else D". ``fake_acc``
+    is measured in this step's forward pass, over the fakes of every pass.
+    :data:`STAGE_RECON` is left to the loop (pretraining), and so is every
+    stage under the other policies.
+    """
+    if policy != "threshold":
+        return stage
+    rule = jnp.where(fake_acc > threshold, STAGE_AE, STAGE_D).astype(stage.dtype)
+    return jnp.where(stage == STAGE_RECON, stage, rule)
+
+
+def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainState, Metrics]:
+    """One train step of any family (pure; jit it via :func:`make_train_step`).
+
+    Args:
+      b: the bound static pieces (:func:`bind`).
+      state: the train state.
+      batch: [B, H, W, C] images, float32 in [0, 1] or uint8.
+
+    Returns:
+      ``(new_state, metrics)``. Metrics: ``loss`` (the AE objective),
+      ``recon_loss`` [passes]; for GAN families also ``adv_loss`` [passes],
+      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes], ``stage`` (the
+      stage that ran), ``ae_updates`` and ``d_updates`` (0/1); and ``finite``.
+    """
+    images = as_images(batch)
+    pidx = pass_index(b, state, images.shape[0])
+    stage = state.stage
+    if b.disc is None:
+        new, metrics = recon_update(b, state, images, pidx)
+    else:
+        policy = b.cfg.gan.stage_policy
+        if policy == "alternate":
+            new, metrics = alternate_update(b, state, images, pidx)
+        elif stage_impl(b.cfg) == "select":
+            new, metrics = selected_update(b, state, images, pidx)
+        else:
+            branches = [functools.partial(f, b) for f in (ae_update, d_update, recon_update)]
+            # lax.switch: one compiled program, only the selected branch runs.
+            new, metrics = jax.lax.switch(jnp.clip(stage, 0, 2), branches, state, images, pidx)
+        both = policy == "alternate"
+        metrics["stage"] = stage
+        metrics["ae_updates"] = ((stage != STAGE_D) | both).astype(jnp.int32)
+        metrics["d_updates"] = ((stage == STAGE_D) | (both & (stage != STAGE_RECON))).astype(
+            jnp.int32)
+        stage = next_stage(policy, stage, metrics["d_fake_acc"].mean(), b.cfg.gan.threshold)
+    metrics["finite"] = jnp.all(jnp.asarray([jnp.isfinite(metrics["loss"]).all(),
+                                             jnp.isfinite(metrics.get("d_loss", 0.0)).all()]))
+    return new.replace(step=state.step + 1, stage=stage), metrics
+
+
+def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
+                 weights: jax.Array | None = None) -> Metrics:
+    """Evaluation on one batch: every pass's reconstruction loss, D's accuracies.
+
+    Args:
+      b: the bound static pieces.
+      state: the train state (not modified).
+      batch: [B, H, W, C] images.
+      weights: optional [B] sample weights (0 for padding rows).
+
+    Returns:
+      Weighted means: ``recon_loss`` [passes]; for GAN families ``d_loss``,
+      ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight`` (sum of weights).
+    """
+    images = as_images(batch)
+    w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
+    wn = w / jnp.maximum(w.sum(), 1e-12)
+    logits = ae_logits(b, state.ae_params, images)
+    per_sample = losses.recon_loss(logits, images, b.cfg.train.recon_loss)
+    m = {"recon_loss": per_sample @ wn, "weight": w.sum()}
+    if b.disc is not None:
+        real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
+        m["d_loss"] = 0.5 * (losses.bce_with_logits(real_l, 1.0) @ wn
+                             + (losses.bce_with_logits(fake_l, 0.0) @ wn).mean())
+        m["d_real_acc"] = (real_l > 0).astype(jnp.float32) @ wn
+        m["d_fake_acc"] = (fake_l <= 0).astype(jnp.float32) @ wn
+    return m
+
+
+# --------------------------------------------------------------------------- jitting
+
+class TrainStep:
+    """A jitted train step: ``state, metrics = step(state, batch)``.
+
+    The state is donated (its buffers are reused for the new state, so the
+    old ``state`` must not be used after the call). Batches are split over
+    the mesh; the state is replicated.
+
+    Attributes:
+      jitted: the underlying ``jax.jit`` function (``.lower``, cache stats).
+      mesh: the device mesh it runs on.
+    """
+
+    def __init__(self, jitted: Callable, mesh: Mesh, check_batch: bool = True):
+        self.jitted = jitted
+        self.mesh = mesh
+        self._check_batch = check_batch
+        self._rep = replicated(mesh)
+
+    def __call__(self, state: TrainState, *args: Any):
+        if self._check_batch:
+            check_batch_divides(args[0].shape[0], self.mesh)
+        # A fresh state, or a leaf set from the host (e.g. the stage), is not yet
+        # committed to the mesh; placing it keeps a single compiled program.
+        rep = self._rep
+        state = jax.tree.map(
+            lambda x: x if getattr(x, "sharding", None) == rep else jax.device_put(x, rep), state)
+        return self.jitted(state, *args)
+
+    def compiles(self) -> int:
+        """How many programs this step has compiled so far."""
+        return self.jitted._cache_size()  # pylint: disable=protected-access
+
+
+def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: int | None = None,
+                    donate: bool = True) -> TrainStep:
+    """Returns the jitted train step for ``cfg``.
+
+    Args:
+      cfg: a validated config.
+      mesh: device mesh (default: every device, data parallel).
+      steps_per_epoch: see :func:`bind`.
+      donate: donate the input state's buffers (default True).
+
+    Returns:
+      A :class:`TrainStep`; call it as ``state, metrics = step(state, batch)``
+      with ``batch`` [B, H, W, C] float32 in [0, 1] (or uint8), B divisible
+      by the number of devices.
+    """
+    mesh = mesh or make_mesh()
+    b = bind(cfg, steps_per_epoch)
+    rep = replicated(mesh)
+    jitted = jax.jit(functools.partial(train_step_fn, b),
+                     in_shardings=(rep, batch_sharded(mesh)), out_shardings=(rep, rep),
+                     donate_argnums=0 if donate else ())
+    return TrainStep(jitted, mesh)
+
+
+def make_eval_step(cfg: Config, *, mesh: Mesh | None = None) -> Callable[..., Metrics]:
+    """Returns the jitted eval step: ``metrics = eval_step(state, batch, weights=None)``.
+
+    See :func:`eval_step_fn` for the metrics. The state is not donated.
+    """
+    mesh = mesh or make_mesh()
+    b = bind(cfg)
+    rep, bat = replicated(mesh), batch_sharded(mesh)
+    jitted = jax.jit(functools.partial(eval_step_fn, b), in_shardings=(rep, bat, bat),
+                     out_shardings=rep)
+
+    def eval_step(state: TrainState, batch: Any, weights: Any = None) -> Metrics:
+        check_batch_divides(batch.shape[0], mesh)
+        if weights is None:
+            weights = jnp.ones((batch.shape[0],), jnp.float32)
+        return jitted(state, batch, weights)
+
+    eval_step.jitted = jitted  # type: ignore[attr-defined]
+    return eval_step
+
+
+# --------------------------------------------------------------------------- many steps
+
+SUMMED_METRICS = ("ae_updates", "d_updates")
+
+
+def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
+                    mesh: Mesh | None = None) -> TrainStep:
+    """Returns a jitted function running up to ``num_steps`` train steps in one call.
+
+    The dataset stays on device; each step gathers its batch from it through
+    this sweep's permutation, so no data crosses from the host and there is
+    one dispatch per ``num_steps`` steps. A call never crosses an epoch
+    boundary: steps past the end of the epoch are skipped (``lax.cond``), so
+    one compiled program serves every call.
+
+    Call as ``state, sums = fn(state, data, perm)`` with ``data`` uint8
+    [N, H, W, C] (replicated) and ``perm`` int32 [N] (the sweep's order).
+    ``sums`` holds metric sums over the steps run, ``count`` (steps run) and
+    ``nonfinite_step`` (first step whose loss was NaN/Inf, or -1).
+    """
+    mesh = mesh or make_mesh()
+    b = bind(cfg, steps_per_epoch)
+    bs = cfg.train.batch_size
+    check_batch_divides(bs, mesh)
+    bat = batch_sharded(mesh)
+
+    def one(state, data, perm):
+        k = state.step % steps_per_epoch
+        idx = jax.lax.dynamic_slice_in_dim(perm, k * bs, bs)
+        batch = jax.lax.with_sharding_constraint(jnp.take(data, idx, axis=0), bat)
+        step = state.step
+        state, m = train_step_fn(b, state, batch)
+        m = {k: v for k, v in m.items() if k != "stage"}
+        m["nonfinite_step"] = jnp.where(m.pop("finite"), -1, step)
+        return state, m
+
+    def run(state, data, perm):
+        m_shape = jax.eval_shape(one, state, data, perm)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+        zeros["nonfinite_step"] = jnp.int32(-1)
+        epoch_start = state.step - state.step % steps_per_epoch
+
+        def body(carry, _):
+            st, acc = carry
+            active = st.step < epoch_start + steps_per_epoch
+            st, m = jax.lax.cond(active, lambda s: one(s, data, perm), lambda s: (s, zeros), st)
+            bad = jnp.where(acc["nonfinite_step"] >= 0, acc["nonfinite_step"], m["nonfinite_step"])
+            new = {k: acc[k] + m[k] for k in m}
+            new["nonfinite_step"] = bad
+            new["count"] = acc["count"] + active.astype(jnp.int32)
+            return (st, new), None
+
+        acc0 = {**zeros, "count": jnp.int32(0)}
+        if num_steps == 1:  # no loop at all: XLA:CPU runs while-loop bodies slower
+            (state, acc), _ = body((state, acc0), None)
+        else:
+            (state, acc), _ = jax.lax.scan(body, (state, acc0), None, length=num_steps)
+        return state, acc
+
+    rep = replicated(mesh)
+    jitted = jax.jit(run, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
+                     donate_argnums=0)
+    return TrainStep(jitted, mesh, check_batch=False)
+
+
+def epoch_permutation(seed: int, sweep: int, n: int) -> jax.Array:
+    """The data order of one sweep: a permutation of ``n`` from ``(seed, sweep)``.
+
+    Depends only on the seed and the sweep number, so a resumed run sees the
+    same order as an uninterrupted one.
+    """
+    key = jax.random.fold_in(jax.random.key(seed), sweep)
+    return jax.random.permutation(key, n).astype(jnp.int32)

@@ -1,0 +1,70 @@
+import pytest
+
+import raegan_jax as rj
+from raegan_jax.config import ConfigError, apply_overrides, diff, from_dict
+
+
+def test_presets_match_the_report():
+    p = rj.PRESETS
+    assert set(p) == {"mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan",
+                      "cifar10_raegan"}
+    assert (p["mnist_ae"].data.train_examples, p["mnist_ae"].data.test_examples,
+            p["mnist_ae"].train.epochs, p["mnist_ae"].train.recon_loss) == (3000, 600, 100, "mse")
+    assert p["cifar10_rae"].model.passes == 3 and p["cifar10_rae"].train.rae_objective == "cycle"
+    assert p["cifar10_raegan"].model.family == "raegan" and p["cifar10_raegan"].model.passes == 3
+    assert p["mnist_aegan"].train.epochs == 200 and p["mnist_aegan"].data.train_examples == 7000
+    for cfg in p.values():
+        assert (cfg.train.ae_lr, cfg.train.d_lr, cfg.train.batch_size) == (5e-3, 1e-3, 128)
+    assert p["cifar10_ae"].model.disc_widths == (1024, 512, 256)
+    assert p["mnist_aegan"].model.disc_widths == (512, 256, 128)
+
+
+def test_overrides_from_strings_and_values():
+    cfg = rj.get_preset("cifar10_raegan", overrides={"train.batch_size": 64, "model.passes": "4",
+                                                      "gan.stage_policy": "alternate",
+                                                      "gan.threshold": "0.6"})
+    assert (cfg.train.batch_size, cfg.model.passes, cfg.gan.stage_policy, cfg.gan.threshold) == (
+        64, 4, "alternate", 0.6)
+    assert from_dict(cfg.to_dict()) == cfg
+    assert diff(cfg, rj.get_preset("cifar10_raegan")) == [
+        "model.passes", "train.batch_size", "gan.stage_policy", "gan.threshold"]
+
+
+def test_switching_dataset_brings_its_architecture():
+    cfg = rj.get_preset("mnist_ae", {"data.dataset": "cifar10", "train.recon_loss": "bce"})
+    assert cfg.model.conv_widths == (8, 16, 32, 64)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"model.passes": 0}, "model.passes"),
+    ({"model.family": "rae", "model.passes": -2}, "model.passes"),
+    ({"model.passes": 3}, "model.passes"),  # the ae family is single-pass
+    ({"train.batch_size": 0}, "train.batch_size"),
+    ({"train.epochs": 0}, "train.epochs"),
+    ({"gan.threshold": 1.0}, "gan.threshold"),
+    ({"gan.threshold": 0}, "gan.threshold"),
+    ({"gan.stage_policy": "sometimes"}, "gan.stage_policy"),
+    ({"train.recon_loss": "l1"}, "train.recon_loss"),
+    ({"model.family": "vae"}, "model.family"),
+    ({"data.dataset": "svhn"}, "data.dataset"),
+    ({"train.batch_size": 5000}, "data.train_examples"),
+    ({"model.passes": "three"}, "model.passes"),
+    ({"model.unrol": 1}, "model.unrol"),
+    ({"passes": 1}, "passes"),
+    ({"train.ae_lr": -1}, "train.ae_lr"),
+])
+def test_bad_values_name_the_field(overrides, needle):
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        rj.get_preset("mnist_ae", overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'mnist_vae'.*mnist_ae"):
+        rj.get_preset("mnist_vae")
+
+
+def test_config_is_frozen():
+    cfg = rj.get_preset("mnist_ae")
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3  # type: ignore[misc]
+    assert apply_overrides(cfg, {}) == cfg

@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import raegan_jax as rj
+from raegan_jax.models import Cifar10AE, SubpixelConvTranspose, subpixel_kernel
+from raegan_jax.state import count_params
+
+
+def conv(k, i, o):
+    return k * k * i * o + o
+
+
+def dense(i, o):
+    return i * o + o
+
+
+MNIST_AE = (conv(3, 1, 16) + conv(3, 16, 32) + conv(3, 32, 64) + dense(576, 128) + dense(128, 64)
+            + dense(64, 16)  # encoder
+            + dense(16, 64) + dense(64, 128) + dense(128, 576) + conv(3, 64, 32) + conv(3, 32, 16)
+            + conv(3, 16, 1))  # decoder
+CIFAR_AE = (conv(3, 3, 8) + conv(4, 8, 16) + conv(3, 16, 16) + conv(4, 16, 32) + conv(3, 32, 32)
+            + conv(4, 32, 64) + conv(3, 64, 64)  # encoder
+            + conv(3, 64, 64) + conv(4, 64, 32) + conv(3, 32, 32) + conv(4, 32, 16)
+            + conv(3, 16, 16) + conv(4, 16, 8) + conv(3, 8, 3))  # decoder
+MNIST_D = dense(784, 512) + dense(512, 256) + dense(256, 128) + dense(128, 1)
+CIFAR_D = dense(3072, 1024) + dense(1024, 512) + dense(512, 256) + dense(256, 1)
+
+
+@pytest.mark.parametrize("preset,shape,n_ae,n_d", [
+    ("mnist_ae", (28, 28, 1), MNIST_AE, None),
+    ("mnist_aegan", (28, 28, 1), MNIST_AE, MNIST_D),
+    ("cifar10_ae", (32, 32, 3), CIFAR_AE, None),
+    ("cifar10_raegan", (32, 32, 3), CIFAR_AE, CIFAR_D),
+])
+def test_shapes_ranges_and_parameter_counts(preset, shape, n_ae, n_d, key):
+    cfg = rj.get_preset(preset)
+    ae, disc = rj.build_models(cfg)
+    state = rj.create_train_state(cfg, key)
+    assert count_params(state.ae_params) == n_ae
+    x = jax.random.uniform(jax.random.key(1), (5, *shape))
+    logits = ae.apply({"params": state.ae_params}, x)
+    assert logits.shape == x.shape
+    images = rj.to_images(logits * 50.0)  # push hard into both saturations
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    if n_d is None:
+        assert disc is None and state.d_params is None
+    else:
+        assert count_params(state.d_params) == n_d
+        assert disc.apply({"params": state.d_params}, x).shape == (5,)
+
+
+def test_widths_are_config_fields(key):
+    cfg = rj.get_preset("mnist_aegan", {"model.conv_widths": "8,8,8", "model.latent_dim": 4,
+                                        "model.disc_widths": (32,)})
+    state = rj.create_train_state(cfg, key)
+    assert state.ae_params["Dense_2"]["kernel"].shape == (64, 4)
+    assert state.ae_params["Conv_0"]["kernel"].shape == (3, 3, 1, 8)
+    assert count_params(state.d_params) == dense(784, 32) + dense(32, 1)
+
+
+def test_subpixel_decoder_equals_transposed_conv():
+    """The sub-pixel form computes the same function with the same parameters."""
+    x = jax.random.uniform(jax.random.key(3), (4, 32, 32, 3))
+    plain, sub = Cifar10AE(), Cifar10AE(decoder_impl="subpixel")
+    params = plain.init(jax.random.key(4), x)
+    # Random, non-small weights so every tap matters.
+    params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.3, params)
+    assert jax.tree.structure(params) == jax.tree.structure(sub.init(jax.random.key(4), x))
+    a, b = plain.apply(params, x), sub.apply(params, x)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (5, 3)])
+def test_subpixel_layer_matches_conv_transpose(hw):
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.key(5), (2, *hw, 6))
+    ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
+    p = ref.init(jax.random.key(6), x)
+    p = jax.tree.map(lambda v: jax.random.normal(jax.random.key(7), v.shape), p)
+    out = SubpixelConvTranspose(5).apply(p, x)
+    assert out.shape == (2, 2 * hw[0], 2 * hw[1], 5)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref.apply(p, x)), rtol=1e-4, atol=1e-4)
+    assert subpixel_kernel(p["params"]["kernel"]).shape == (3, 3, 6, 20)
