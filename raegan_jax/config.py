@@ -42,6 +42,9 @@ class ModelConfig:
     # "subpixel" computes the CIFAR-10 stride-2 transposed convolutions as an
     # exactly equivalent stride-1 conv + depth-to-space (faster on CPU).
     decoder_impl: str = "transpose"
+    # "torch": weights and biases ~ U(+-1/sqrt(fan_in)) as in PyTorch, the report's
+    # framework; "flax": Flax's lecun_normal / zeros defaults.
+    init: str = "torch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class DataConfig:
     test_examples: int = 0  # 0 = every test image available
     subset: str = "first"  # "first" N images, or a seeded "sample" of N
     data_dir: str = ""  # "" = search the default locations (see data.py)
+    source: str = "auto"  # "auto" | "local" (raw files) | "tfds" (standard builders, may download)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,10 +293,13 @@ def validate(cfg: Config) -> None:
     _check(len(m.disc_widths) >= 1, "model.disc_widths", "must have at least one hidden layer")
     _check(m.decoder_impl in ("transpose", "subpixel"), "model.decoder_impl",
            f"must be 'transpose' or 'subpixel', got {m.decoder_impl!r}")
+    _check(m.init in ("torch", "flax"), "model.init", f"must be 'torch' or 'flax', got {m.init!r}")
     _check(d.train_examples >= 0, "data.train_examples", f"must be >= 0, got {d.train_examples}")
     _check(d.test_examples >= 0, "data.test_examples", f"must be >= 0, got {d.test_examples}")
     _check(d.subset in ("first", "sample"), "data.subset",
            f"must be 'first' or 'sample', got {d.subset!r}")
+    _check(d.source in ("auto", "local", "tfds"), "data.source",
+           f"must be 'auto', 'local' or 'tfds', got {d.source!r}")
     _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
     if d.train_examples:

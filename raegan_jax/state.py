@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from raegan_jax.config import IMAGE_SHAPES, Config
-from raegan_jax.models import build_models
+from raegan_jax.models import build_models, torch_style_init
 
 # Values of the on-device stage flag.
 STAGE_AE = 0  # the AE learns against the frozen discriminator
@@ -68,6 +68,9 @@ def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
     dummy = jnp.zeros((1, *IMAGE_SHAPES[cfg.data.dataset]), jnp.float32)
     ae_params = ae.init(k_ae, dummy)["params"]
     d_params = disc.init(k_d, dummy)["params"] if disc is not None else None
+    if cfg.model.init == "torch":  # the report's framework's defaults (see torch_style_init)
+        ae_params = torch_style_init(ae_params, k_ae)
+        d_params = torch_style_init(d_params, k_d) if d_params is not None else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         stage=jnp.asarray(STAGE_D if cfg.is_gan else STAGE_RECON, jnp.int32),

@@ -435,7 +435,7 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
     The dataset stays on device; each step gathers its batch from it through
     this sweep's permutation, so no data crosses from the host and there is
     one dispatch per ``num_steps`` steps. A call never crosses an epoch
-    boundary: steps past the end of the epoch are skipped (``lax.cond``), so
+    boundary: steps past the end of the epoch leave the state as it was, so
     one compiled program serves every call.
 
     Call as ``state, sums = fn(state, data, perm)`` with ``data`` uint8
@@ -460,26 +460,30 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
         return state, m
 
     def run(state, data, perm):
-        m_shape = jax.eval_shape(one, state, data, perm)[1]
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
-        zeros["nonfinite_step"] = jnp.int32(-1)
-        epoch_start = state.step - state.step % steps_per_epoch
+        epoch_end = state.step - state.step % steps_per_epoch + steps_per_epoch
 
         def body(carry, _):
             st, acc = carry
-            active = st.step < epoch_start + steps_per_epoch
-            st, m = jax.lax.cond(active, lambda s: one(s, data, perm), lambda s: (s, zeros), st)
+            active = st.step < epoch_end
+            new, m = one(st, data, perm)
+            # Steps past the epoch's end keep the old state (a select, not lax.cond:
+            # XLA:CPU runs convolutions inside conditionals on a slow path).
+            st = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, st)
+            m["nonfinite_step"] = jnp.where(active, m["nonfinite_step"], -1)
             bad = jnp.where(acc["nonfinite_step"] >= 0, acc["nonfinite_step"], m["nonfinite_step"])
-            new = {k: acc[k] + m[k] for k in m}
-            new["nonfinite_step"] = bad
-            new["count"] = acc["count"] + active.astype(jnp.int32)
-            return (st, new), None
+            new_acc = {k: acc[k] + jnp.where(active, m[k], 0) for k in m}
+            new_acc["nonfinite_step"] = bad
+            new_acc["count"] = acc["count"] + active.astype(jnp.int32)
+            return (st, new_acc), None
 
-        acc0 = {**zeros, "count": jnp.int32(0)}
-        if num_steps == 1:  # no loop at all: XLA:CPU runs while-loop bodies slower
-            (state, acc), _ = body((state, acc0), None)
-        else:
-            (state, acc), _ = jax.lax.scan(body, (state, acc0), None, length=num_steps)
+        m_shape = jax.eval_shape(one, state, data, perm)[1]
+        acc0 = {k: jnp.zeros(v.shape, v.dtype) for k, v in m_shape.items()}
+        acc0["nonfinite_step"] = jnp.int32(-1)
+        acc0["count"] = jnp.int32(0)
+        # Fully unrolled on CPU (no while loop: XLA:CPU misses its fast convolutions
+        # inside loop bodies); a rolled loop elsewhere keeps compile time flat.
+        unroll = 0 if jax.default_backend() == "cpu" else 1
+        (state, acc), _ = jax.lax.scan(body, (state, acc0), None, length=num_steps, unroll=unroll)
         return state, acc
 
     rep = replicated(mesh)

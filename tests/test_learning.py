@@ -33,10 +33,11 @@ def fixed_batch(dataset, n=16, seed=0):
     ("cifar10_raegan", "raegan", 100, "threshold"),
 ])
 def test_loss_goes_down_on_a_fixed_batch(preset, family, steps_, policy):
-    # A small adversarial weight: at the report's weight 1 the adversarial term
-    # dominates the MNIST MSE and reconstruction can get worse (as in the report).
+    # A small adversarial weight, scaled to the reconstruction loss: at the report's
+    # weight 1 the adversarial term swamps the MNIST MSE (~0.01) and reconstruction
+    # gets worse (as the report saw); alternate updates make D near-perfect quickly.
     over = {"model.family": family, "train.batch_size": 16, "gan.stage_policy": policy,
-            "gan.adv_weight": 0.05}
+            "gan.adv_weight": 0.002 if preset.startswith("mnist") else 0.02}
     if family in ("rae", "raegan"):
         over["model.passes"] = 2
     if preset.startswith("cifar10"):

@@ -55,8 +55,8 @@ def test_widths_are_config_fields(key):
     cfg = rj.get_preset("mnist_aegan", {"model.conv_widths": "8,8,8", "model.latent_dim": 4,
                                         "model.disc_widths": (32,)})
     state = rj.create_train_state(cfg, key)
-    assert state.ae_params["Dense_2"]["kernel"].shape == (64, 4)
-    assert state.ae_params["Conv_0"]["kernel"].shape == (3, 3, 1, 8)
+    assert state.ae_params["enc_latent"]["kernel"].shape == (64, 4)
+    assert state.ae_params["enc_conv0"]["kernel"].shape == (3, 3, 1, 8)
     assert count_params(state.d_params) == dense(784, 32) + dense(32, 1)
 
 

@@ -22,7 +22,7 @@ for name, devs in (("one", jax.devices()[:1]), ("eight", jax.devices())):
         state, m = step(state, x)
     out[name] = (state, m, step.compiles())
     if name == "eight":
-        assert len(state.ae_params["Conv_0"]["kernel"].sharding.device_set) == 8
+        assert len(state.ae_params["enc_conv0"]["kernel"].sharding.device_set) == 8
 a, b = out["one"][0], out["eight"][0]
 err = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 errors = {}

@@ -1,0 +1,84 @@
+"""The ``raegan`` command: a thin layer over :func:`raegan_jax.train.train_and_evaluate`.
+
+    raegan train --preset NAME --workdir DIR [--set key=value ...] [--data-dir PATH]
+    raegan presets
+    raegan bench [...]            (see benchmarks/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    from raegan_jax.config import ConfigError
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _quiet() -> None:
+    """Keeps absl/Orbax/tfds INFO logs out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``raegan`` command. Returns the exit code."""
+    parser = argparse.ArgumentParser(prog="raegan", description="RAE-GAN in JAX/Flax")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train and evaluate a preset (resumes if the workdir holds it)")
+    t.add_argument("--preset", default="mnist_ae", help="one of `raegan presets` (default mnist_ae)")
+    t.add_argument("--workdir", required=True, help="where checkpoints, metrics and figures go")
+    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set model.passes=3 (repeatable)")
+    t.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("presets", help="list the presets")
+    b = sub.add_parser("bench", help="time the jitted train steps (see benchmarks/README.md)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    _quiet()
+
+    from raegan_jax.checkpoint import CheckpointError
+    from raegan_jax.config import PRESETS, ConfigError, get_preset
+    from raegan_jax.data import DataError
+
+    if args.cmd == "presets":
+        for name, cfg in PRESETS.items():
+            print(f"{name:16s} {cfg.model.family:7s} passes={cfg.model.passes} epochs={cfg.train.epochs:<4d}"
+                  f"train/test={cfg.data.train_examples}/{cfg.data.test_examples} "
+                  f"loss={cfg.train.recon_loss} policy={cfg.gan.stage_policy if cfg.is_gan else '-'}")
+        return 0
+    if args.cmd == "bench":
+        from raegan_jax.bench import main as bench_main
+        return bench_main(args.bench_args)
+
+    from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
+    try:
+        if args.data_dir is not None and not os.path.isdir(args.data_dir):
+            raise DataError(f"--data-dir {args.data_dir} is not a directory")
+        cfg = get_preset(args.preset, _parse_sets(args.sets))
+        train_and_evaluate(cfg, args.workdir, data_dir=args.data_dir, progress=not args.no_progress)
+    except (ConfigError, DataError, CheckpointError, WorkdirError, TrainingDiverged) as e:
+        print(f"raegan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raegan: interrupted; rerun the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Input pipelines through tensorflow-datasets.
+
+Two ways in, one format out (uint8 arrays [N, H, W, C] that the training loop
+keeps whole on device):
+
+* **local** — the real raw files (MNIST IDX files, the CIFAR-10 ``.npz`` in
+  Keras layout, or the official ``cifar-10-batches-py`` folder) become a tfds
+  dataset through this module's builders, :class:`RaeganMnist` and
+  :class:`RaeganCifar10`. They prepare ArrayRecord files in seconds and
+  need no TensorFlow and no network; tfds' ``data_source`` reads them back.
+* **tfds** — the standard ``mnist`` / ``cifar10`` builders, downloaded by tfds
+  where the network allows (Colab). Preparing them needs TensorFlow.
+
+``data.source = "auto"`` uses local files when it finds them, an already
+prepared standard dataset otherwise, and fails fast (no download retries)
+saying where it looked.
+
+Subsets: ``data.subset = "first"`` takes the first N images of a split in file
+order; ``"sample"`` takes a seeded random N (``train.seed``), kept in file
+order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import hashlib
+import os
+import pathlib
+import pickle
+from typing import Iterator
+
+import numpy as np
+
+from raegan_jax.config import IMAGE_SHAPES, Config
+
+PACKAGE_DATA = pathlib.Path(__file__).resolve().parent / "datasets"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV_DATA_DIR = "RAEGAN_DATA_DIR"
+ENV_CACHE_DIR = "RAEGAN_TFDS_DIR"
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+CIFAR_NPZ = "cifar10_subset.npz"
+CIFAR_PY_DIR = "cifar-10-batches-py"
+
+
+class DataError(RuntimeError):
+    """Missing or unreadable data. The message says where it looked and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split held in host memory."""
+
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int64 [N]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """What the training loop needs.
+
+    Attributes:
+      train, test: the splits, already subset as the config asks.
+      available: (train, test) sizes of the full splits on disk.
+      source: a short description of where the images came from.
+      note: a loud message when fewer images exist than the config asked for.
+    """
+
+    train: Split
+    test: Split
+    available: tuple[int, int]
+    source: str
+    note: str = ""
+
+
+# --------------------------------------------------------------------------- raw files
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+    """Reads a (gzipped) IDX file into a numpy array (uint8 images or labels)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08 = unsigned byte data
+        raise DataError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x})")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: expected {np.prod(dims)} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _mnist_split(raw_dir: pathlib.Path, split: str) -> Split:
+    img_file, lbl_file = MNIST_FILES[split]
+    images = read_idx(raw_dir / img_file)[..., None]
+    labels = read_idx(raw_dir / lbl_file).astype(np.int64)
+    return Split(images, labels)
+
+
+def _cifar_split(raw: pathlib.Path, split: str) -> Split:
+    if raw.is_file():  # Keras-layout npz
+        with np.load(raw) as z:
+            return Split(np.asarray(z[f"x_{split}"], np.uint8),
+                         np.asarray(z[f"y_{split}"]).reshape(-1).astype(np.int64))
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for name in names:
+        with open(raw / name, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(d[b"labels"], np.int64))
+    return Split(np.concatenate(xs), np.concatenate(ys))
+
+
+def _candidates(data_dir: str | os.PathLike | None) -> list[pathlib.Path]:
+    if data_dir:
+        return [pathlib.Path(data_dir)]
+    out = []
+    if os.environ.get(ENV_DATA_DIR):
+        out.append(pathlib.Path(os.environ[ENV_DATA_DIR]))
+    out += [PACKAGE_DATA, REPO_ROOT.parent / "shared" / "data", pathlib.Path.cwd() / "data"]
+    return out
+
+
+def find_raw(dataset: str, data_dir: str | os.PathLike | None = None) -> tuple[pathlib.Path | None, list[str]]:
+    """Finds the raw files of ``dataset``.
+
+    Looks in ``data_dir`` (if given) or, in order, ``$RAEGAN_DATA_DIR``, the
+    MNIST files shipped in the package, ``../shared/data`` beside the
+    repository and ``./data``; in each, both ``<dir>/<dataset>/`` and ``<dir>``.
+
+    Returns:
+      (path or None, the places looked at). For MNIST the path is a folder
+      holding the four IDX files; for CIFAR-10 the ``.npz`` file or the
+      ``cifar-10-batches-py`` folder.
+    """
+    looked = []
+    for base in _candidates(data_dir):
+        for d in (base / dataset, base):
+            looked.append(str(d))
+            if dataset == "mnist":
+                if all((d / f).is_file() for pair in MNIST_FILES.values() for f in pair):
+                    return d, looked
+            else:
+                if (d / CIFAR_NPZ).is_file():
+                    return d / CIFAR_NPZ, looked
+                if (d / CIFAR_PY_DIR / "test_batch").is_file():
+                    return d / CIFAR_PY_DIR, looked
+                if (d / "test_batch").is_file():
+                    return d, looked
+    return None, looked
+
+
+# --------------------------------------------------------------------------- tfds builders
+
+@functools.lru_cache(maxsize=None)
+def _builders():
+    """Defines the tfds builders once, lazily (importing tfds costs ~1 s)."""
+    import tensorflow_datasets as tfds
+
+    class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        """Reads raw files from the manual dir; raw uint8 tensors (no TF needed)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        MANUAL_DOWNLOAD_INSTRUCTIONS = "Point data.data_dir / --data-dir at the raw files."
+        SHAPE: tuple[int, int, int] = (0, 0, 0)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=self.__doc__,
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Tensor(shape=self.SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            raw = pathlib.Path(dl_manager.manual_dir)
+            return {s: self._generate_examples(raw, s) for s in ("train", "test")}
+
+        def _read(self, raw: pathlib.Path, split: str) -> Split:
+            raise NotImplementedError
+
+        def _generate_examples(self, raw, split) -> Iterator[tuple[int, dict]]:
+            data = self._read(raw, split)
+            for i, (img, lbl) in enumerate(zip(data.images, data.labels)):
+                yield i, {"image": img, "label": int(lbl)}
+
+    class RaeganMnist(_LocalBuilder):
+        """MNIST from its four IDX files (manual dir)."""
+
+        SHAPE = IMAGE_SHAPES["mnist"]
+
+        def _read(self, raw, split):
+            return _mnist_split(raw, split)
+
+    class RaeganCifar10(_LocalBuilder):
+        """CIFAR-10 from a Keras-layout .npz or the official python batches (manual dir)."""
+
+        SHAPE = IMAGE_SHAPES["cifar10"]
+
+        def _read(self, raw, split):
+            # The manual dir holds either the npz or the batches folder.
+            target = raw / CIFAR_NPZ if (raw / CIFAR_NPZ).is_file() else raw
+            return _cifar_split(target, split)
+
+    return {"mnist": RaeganMnist, "cifar10": RaeganCifar10}
+
+
+def _cache_dir(raw: pathlib.Path) -> pathlib.Path:
+    """Where the prepared ArrayRecord files of ``raw`` go: keyed by the raw
+    files' path, sizes and times, so other raw files never reuse a stale build."""
+    files = [raw] if raw.is_file() else sorted(p for p in raw.iterdir() if p.is_file())
+    h = hashlib.sha1()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode())
+    base = pathlib.Path(os.environ.get(ENV_CACHE_DIR) or pathlib.Path.home() / ".cache" / "raegan_jax" / "tfds")
+    return base / h.hexdigest()[:12]
+
+
+def prepare_local(dataset: str, raw: pathlib.Path):
+    """Prepares (once) and returns the tfds builder over local raw files."""
+    import tensorflow_datasets as tfds
+
+    cls = _builders()[dataset]
+    manual = raw.parent if raw.is_file() else raw
+    builder = cls(data_dir=str(_cache_dir(raw)), file_format="array_record")
+    if builder.is_prepared():
+        return builder
+    tfds.disable_progress_bar()
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual), try_download_gcs=False))
+    return builder
+
+
+def _read_source(source, limit: int = 0) -> Split:
+    """Reads the first ``limit`` (0 = all) records of a tfds data source into memory."""
+    n = len(source) if limit <= 0 else min(limit, len(source))
+    images, labels = [], []
+    for start in range(0, n, 4096):
+        items = source.__getitems__(list(range(start, min(n, start + 4096))))
+        images.append(np.stack([np.asarray(it["image"], np.uint8) for it in items]))
+        labels.append(np.asarray([int(it["label"]) for it in items], np.int64))
+    if not images:
+        raise DataError("the dataset split is empty")
+    return Split(np.concatenate(images), np.concatenate(labels))
+
+
+def _subset(split: Split, n: int, how: str, seed: int) -> Split:
+    if n <= 0 or n >= len(split.images):
+        return split
+    if how == "first":
+        idx = np.arange(n)
+    else:
+        idx = np.sort(np.random.default_rng(seed).choice(len(split.images), n, replace=False))
+    return Split(split.images[idx], split.labels[idx])
+
+
+def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Loads the train and test images the config asks for.
+
+    Args:
+      cfg: the config (``data.dataset``, ``data.source``, sizes, subset).
+      data_dir: overrides ``data.data_dir``: a folder of raw files (local)
+        or a tfds data dir (tfds).
+
+    Returns:
+      A :class:`Dataset` with uint8 images.
+
+    Raises:
+      DataError: nothing found, saying where it looked and what to do.
+    """
+    d = cfg.data
+    data_dir = data_dir or d.data_dir or None
+    if data_dir and not pathlib.Path(data_dir).exists():
+        raise DataError(f"--data-dir {data_dir} does not exist")
+    raw, looked = (None, []) if d.source == "tfds" else find_raw(d.dataset, data_dir)
+    if raw is not None:
+        builder = prepare_local(d.dataset, raw)
+        source = f"local files {raw} (tfds builder {builder.name}, ArrayRecord)"
+    elif d.source == "local":
+        raise DataError(_missing_message(d.dataset, looked))
+    else:
+        builder, source = _standard_builder(d.dataset, data_dir, allow_download=d.source == "tfds",
+                                            looked=looked)
+    sources = {s: builder.as_data_source(split=s) for s in ("train", "test")}
+    available = (len(sources["train"]), len(sources["test"]))
+    first = d.subset == "first"  # then only the first N records need reading
+    train = _read_source(sources["train"], d.train_examples if first else 0)
+    test = _read_source(sources["test"], d.test_examples if first else 0)
+    expected = IMAGE_SHAPES[d.dataset]
+    if train.images.shape[1:] != expected:
+        raise DataError(f"{source}: images are {train.images.shape[1:]}, expected {expected}")
+    notes = []
+    for name, want, have in (("train", d.train_examples, available[0]),
+                             ("test", d.test_examples, available[1])):
+        if want > have:
+            notes.append(f"{name}: asked for {want} images, only {have} exist; using {have}")
+    return Dataset(
+        train=_subset(train, d.train_examples, d.subset, cfg.train.seed),
+        test=_subset(test, d.test_examples, d.subset, cfg.train.seed + 1),
+        available=available, source=source,
+        note="; ".join(notes))
+
+
+def _standard_builder(dataset: str, data_dir, allow_download: bool, looked: list[str]):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+        if not allow_download:
+            raise DataError(_missing_message(dataset, looked + [f"tfds data dir {builder.data_dir}"]))
+        builder.download_and_prepare()
+    return builder, f"tfds standard '{dataset}' ({builder.data_dir})"
+
+
+def _missing_message(dataset: str, looked: list[str]) -> str:
+    what = ("the four MNIST IDX files (train-images-idx3-ubyte.gz, ...)" if dataset == "mnist"
+            else f"{CIFAR_NPZ} or the {CIFAR_PY_DIR} folder")
+    return (f"no {dataset} data found; looked for {what} in: {', '.join(looked)}. "
+            f"Pass --data-dir DIR (or set ${ENV_DATA_DIR}) pointing at them, or set "
+            f"data.source=tfds to let tensorflow-datasets download '{dataset}' (needs network "
+            f"and TensorFlow to prepare).")

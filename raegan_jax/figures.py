@@ -1,0 +1,108 @@
+"""PNG figures like the report's: reconstruction grids and loss curves."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | pathlib.Path,
+                        title: str = "") -> pathlib.Path:
+    """Saves a grid: first row the originals, then one row per pass.
+
+    Args:
+      originals: [N, H, W, C] images in [0, 1].
+      passes: [P, N, H, W, C] reconstructions after 1..P passes.
+      path: the PNG to write.
+      title: figure title.
+
+    Returns:
+      The path written.
+    """
+    plt = _plt()
+    rows = [originals, *passes]
+    n = originals.shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            img = np.clip(row[c], 0, 1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel("original" if r == 0 else f"pass {r}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """Saves train/validation reconstruction loss per pass over epochs (log y).
+
+    Args:
+      history: per-epoch records with ``epoch``, ``train/recon_loss`` and
+        ``val/recon_loss`` (lists, one value per pass).
+      path: the PNG to write.
+      title: figure title.
+    """
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n_pass = len(history[0]["train/recon_loss"]) if history else 0
+    for j in range(n_pass):
+        ax.plot(epochs, [h["train/recon_loss"][j] for h in history], "-", label=f"train, pass {j + 1}")
+        val = [(h["epoch"], h["val/recon_loss"][j]) for h in history if "val/recon_loss" in h]
+        if val:
+            ax.plot(*zip(*val), "--", label=f"valid, pass {j + 1}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """Saves D's accuracy on real images and on each pass's fakes over epochs.
+
+    The report's goal is that D is fooled half the time at every pass: the
+    dotted line at 0.5.
+    """
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["val/d_real_acc"] for h in history], "k-", label="D acc, real")
+    for j in range(len(history[0]["val/d_fake_acc"])):
+        ax.plot(epochs, [h["val/d_fake_acc"][j] for h in history], "-", label=f"D acc, fakes pass {j + 1}")
+    ax.axhline(0.5, color="gray", ls=":", label="goal: 0.5")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("discriminator accuracy (validation)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
