@@ -167,7 +167,8 @@ def _builders():
     class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Reads raw files from the manual dir; raw uint8 tensors (no TF needed)."""
 
-        VERSION = tfds.core.Version("1.0.0")
+        # 1.1.0: records in file order (disable_shuffling), so "first N" is the file's first N.
+        VERSION = tfds.core.Version("1.1.0")
         MANUAL_DOWNLOAD_INSTRUCTIONS = "Point data.data_dir / --data-dir at the raw files."
         SHAPE: tuple[int, int, int] = (0, 0, 0)
 
@@ -180,6 +181,7 @@ def _builders():
                     "label": tfds.features.ClassLabel(num_classes=10),
                 }),
                 supervised_keys=("image", "label"),
+                disable_shuffling=True,
             )
 
         def _split_generators(self, dl_manager):
@@ -247,7 +249,11 @@ def _read_source(source, limit: int = 0) -> Split:
     n = len(source) if limit <= 0 else min(limit, len(source))
     images, labels = [], []
     for start in range(0, n, 4096):
-        items = source.__getitems__(list(range(start, min(n, start + 4096))))
+        keys = list(range(start, min(n, start + 4096)))
+        try:
+            items = source.__getitems__(keys)  # batched reads: ~4x faster than one by one
+        except TypeError:  # data sources without a working batched read (tfds mocks)
+            items = [source[k] for k in keys]
         images.append(np.stack([np.asarray(it["image"], np.uint8) for it in items]))
         labels.append(np.asarray([int(it["label"]) for it in items], np.int64))
     if not images:

@@ -25,3 +25,58 @@ def run_python(code: str, devices: int = 8, timeout: int = 600) -> subprocess.Co
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+import gzip  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _tfds_cache(tmp_path_factory, monkeypatch):
+    """Prepared tfds datasets go to a per-session temp dir, never ~/.cache."""
+    monkeypatch.setenv("RAEGAN_TFDS_DIR", str(tmp_path_factory.getbasetemp() / "tfds"))
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """Writes a uint8 array as a gzipped IDX file (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory):
+    """The first 256 train / 64 test real MNIST images as IDX files."""
+    from raegan_jax.data import MNIST_FILES, PACKAGE_DATA, read_idx
+    out = tmp_path_factory.mktemp("tiny_mnist") / "mnist"
+    out.mkdir()
+    for split, n in (("train", 256), ("test", 64)):
+        for name in MNIST_FILES[split]:
+            write_idx(out / name, read_idx(PACKAGE_DATA / "mnist" / name)[:n])
+    return out.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory):
+    """A small CIFAR-10 npz in the Keras layout (real images if ../shared has them)."""
+    from raegan_jax.data import find_raw
+    out = tmp_path_factory.mktemp("tiny_cifar") / "cifar10"
+    out.mkdir()
+    raw, _ = find_raw("cifar10")
+    if raw is not None and raw.suffix == ".npz":
+        with np.load(raw) as z:
+            arrays = {k: z[k][:96] if k.endswith("train") else z[k][:40] for k in z.files}
+    else:
+        rng = np.random.default_rng(0)
+        arrays = {"x_train": rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8),
+                  "y_train": rng.integers(0, 10, (96,), dtype=np.uint8),
+                  "x_test": rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+                  "y_test": rng.integers(0, 10, (40,), dtype=np.uint8)}
+    np.savez(out / "cifar10_subset.npz", **arrays)
+    return out.parent
+
+
+TINY = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
+        "model.disc_widths": "16,8", "train.batch_size": 32, "data.train_examples": 128,
+        "data.test_examples": 40}

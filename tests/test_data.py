@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import raegan_jax as rj
+from raegan_jax import data
+from raegan_jax.data import DataError, read_idx
+from conftest import write_idx
+
+
+def test_read_idx_roundtrip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x.gz", arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.gz"), arr)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip")
+    with pytest.raises(Exception):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_shipped_mnist_is_the_real_dataset():
+    raw, _ = data.find_raw("mnist")
+    assert raw is not None
+    labels = read_idx(raw / "train-labels-idx1-ubyte.gz")
+    images = read_idx(raw / "t10k-images-idx3-ubyte.gz")
+    assert labels.shape == (60000,) and images.shape == (10000, 28, 28)
+    assert labels[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]  # the famous first digits
+
+
+def test_local_mnist_through_tfds_builder(tiny_mnist):
+    cfg = rj.get_preset("mnist_ae", {"data.train_examples": 100, "data.test_examples": 30, "train.batch_size": 10})
+    ds = data.load(cfg, tiny_mnist)
+    assert ds.train.images.shape == (100, 28, 28, 1) and ds.train.images.dtype == np.uint8
+    assert ds.test.images.shape == (30, 28, 28, 1)
+    assert ds.available == (256, 64) and "raegan_mnist" in ds.source and ds.note == ""
+    raw = read_idx(tiny_mnist / "mnist" / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(ds.train.images[..., 0], raw[:100])  # "first": file order
+
+
+def test_seeded_sample_subset_is_deterministic(tiny_mnist):
+    over = {"data.train_examples": 50, "data.subset": "sample", "train.batch_size": 10}
+    a = data.load(rj.get_preset("mnist_ae", over), tiny_mnist)
+    b = data.load(rj.get_preset("mnist_ae", over), tiny_mnist)
+    c = data.load(rj.get_preset("mnist_ae", {**over, "train.seed": 1}), tiny_mnist)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert not np.array_equal(a.train.images, c.train.images)
+
+
+def test_cifar_npz_and_fewer_images_than_asked(tiny_cifar):
+    cfg = rj.get_preset("cifar10_ae")  # asks for 10000 / 2000
+    ds = data.load(cfg, tiny_cifar)
+    assert ds.train.images.shape == (96, 32, 32, 3) and ds.test.images.shape == (40, 32, 32, 3)
+    assert "asked for 10000 images, only 96 exist" in ds.note
+    assert "asked for 2000 images, only 40 exist" in ds.note
+
+
+def test_missing_data_fails_fast_saying_where_it_looked(tmp_path):
+    cfg = rj.get_preset("cifar10_ae", {"data.source": "local"})
+    with pytest.raises(DataError, match=str(tmp_path).replace("/", ".") + ".*--data-dir"):
+        data.load(cfg, tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        data.load(cfg, tmp_path / "nope")
+    # auto: no local files and no prepared standard dataset -> no download attempt.
+    with pytest.raises(DataError, match="no cifar10 data found"):
+        data.load(rj.get_preset("cifar10_ae"), tmp_path)
+
+
+def test_standard_tfds_builder_path_with_mock_data(tmp_path):
+    cfg = rj.get_preset("mnist_ae", {"data.source": "tfds", "data.train_examples": 20, "train.batch_size": 4,
+                                     "data.test_examples": 10})
+    with tfds.testing.mock_data(num_examples=24):
+        ds = data.load(cfg, tmp_path)
+    assert ds.train.images.shape == (20, 28, 28, 1) and ds.train.images.dtype == np.uint8
+    assert "tfds standard 'mnist'" in ds.source
