@@ -1,0 +1,48 @@
+"""Bad input on the command line: one clear line, exit code 2, no traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def raegan(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "raegan_jax.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "mnist_vae"], "unknown preset 'mnist_vae'"),
+    (["--set", "model.pases=3"], "unknown config field 'model.pases'"),
+    (["--set", "model.passes=0"], "model.passes must be >= 1"),
+    (["--set", "gan.threshold=2"], "gan.threshold must be in (0, 1)"),
+    (["--set", "train.batch_size=abc"], "train.batch_size: cannot use 'abc'"),
+    (["--set", "nonsense"], "--set expects key=value"),
+    (["--data-dir", "/nonexistent/raegan"], "--data-dir /nonexistent/raegan is not a directory"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, needle):
+    res = raegan("train", "--workdir", str(tmp_path / "w"), *args)
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_cifar_data_says_where_it_looked(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = raegan("train", "--preset", "cifar10_ae", "--workdir", str(tmp_path / "w"),
+                 "--data-dir", str(empty))
+    assert res.returncode == 2 and "no cifar10 data found" in res.stderr and str(empty) in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_presets_listed():
+    res = raegan("presets")
+    assert res.returncode == 0
+    assert all(p in res.stdout for p in ("mnist_ae", "cifar10_rae", "cifar10_raegan"))

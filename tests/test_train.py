@@ -1,0 +1,176 @@
+"""The training loop: artifacts, exact resume, bad workdirs and checkpoints, NaN."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import raegan_jax as rj
+from raegan_jax.checkpoint import CheckpointError, Checkpointer
+from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
+from conftest import REPO, TINY
+
+
+def cfg_for(preset="mnist_aegan", **extra):
+    return rj.get_preset(preset, {**TINY, **extra})
+
+
+def final_state(cfg, workdir):
+    ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints")
+    like = rj.create_train_state(cfg, jax.random.key(0))
+    state = ckpt.restore(ckpt.latest_epoch(), like)
+    ckpt.close()
+    return state
+
+
+def strip_timing(recs):
+    drop = ("images_per_sec", "epoch_seconds", "compile_seconds")
+    return [{k: v for k, v in r.items() if k not in drop} for r in recs]
+
+
+def read_metrics(workdir):
+    return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 2})
+    summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
+    w = tmp_path / "w"
+    for name in ("config.json", "metrics.jsonl", "summary.json", "reconstructions.png",
+                 "loss_curves.png", "d_accuracy.png"):
+        assert (w / name).is_file(), name
+    assert list((w / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
+    recs = read_metrics(w)
+    assert [r["epoch"] for r in recs] == [1, 2]
+    assert len(recs[0]["train/recon_loss"]) == 2 and len(recs[0]["val/d_fake_acc"]) == 2
+    assert recs[0]["steps"] == 4 and recs[0]["ae_steps"] + recs[0]["d_steps"] == 4
+    saved = json.loads((w / "summary.json").read_text())
+    assert saved == summary
+    for key in ("preset", "train_examples", "test_examples", "epochs", "val_recon_loss",
+                "images_per_sec", "d_real_acc", "d_fake_acc"):
+        assert key in saved
+    assert (saved["train_examples"], saved["test_examples"], saved["epochs"]) == (128, 40, 2)
+    assert len(saved["val_recon_loss"]) == 2 and len(saved["d_fake_acc"]) == 2
+    assert rj.config.from_dict(json.loads((w / "config.json").read_text())) == cfg
+
+
+def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist):
+    straight = cfg_for(**{"train.epochs": 3})
+    train_and_evaluate(straight, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
+    # Same run in two goes: 1 epoch, then "rerun with more epochs".
+    train_and_evaluate(cfg_for(**{"train.epochs": 1}), tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
+    train_and_evaluate(straight, tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
+    a, b = final_state(straight, tmp_path / "a"), final_state(straight, tmp_path / "b")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert strip_timing(read_metrics(tmp_path / "a")) == strip_timing(read_metrics(tmp_path / "b"))
+
+
+def test_resume_after_kill_minus_9(tmp_path, tiny_mnist):
+    sets = [f"--set={k}={v}" for k, v in TINY.items()] + ["--set=train.epochs=6"]
+    cmd = [sys.executable, "-m", "raegan_jax.cli", "train", "--preset", "mnist_ae",
+           "--data-dir", str(tiny_mnist), "--no-progress", *sets]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ref = subprocess.run(cmd + ["--workdir", str(tmp_path / "ref")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    proc = subprocess.Popen(cmd + ["--workdir", str(tmp_path / "k")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckdir = tmp_path / "k" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckdir.exists() and any(p.name == "2" for p in ckdir.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [p.name for p in ckdir.iterdir() if p.name.isdigit()]
+    assert "6" not in done, "the run finished before it could be killed"
+    res = subprocess.run(cmd + ["--workdir", str(tmp_path / "k")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming from checkpoint" in res.stdout
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 6})
+    a, b = final_state(cfg, tmp_path / "ref"), final_state(cfg, tmp_path / "k")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert strip_timing(read_metrics(tmp_path / "ref")) == strip_timing(read_metrics(tmp_path / "k"))
+
+
+def test_workdir_of_another_preset_is_refused(tmp_path, tiny_mnist):
+    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), tmp_path, data_dir=str(tiny_mnist),
+                       progress=False)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(WorkdirError, match="preset 'mnist_ae'"):
+        train_and_evaluate(cfg_for("mnist_aegan"), tmp_path, data_dir=str(tiny_mnist), progress=False)
+    with pytest.raises(WorkdirError, match="train.batch_size"):
+        train_and_evaluate(cfg_for("mnist_ae", **{"train.batch_size": 16}), tmp_path,
+                           data_dir=str(tiny_mnist), progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_corrupt_checkpoint_is_named_and_kept(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
+    train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
+    ck = tmp_path / "checkpoints" / "1"
+    files = [p for p in ck.rglob("*") if p.is_file() and p.stat().st_size > 0 and "meta" not in str(p)]
+    for p in files:  # scramble every state file
+        p.write_bytes(b"\x00garbage" * 3)
+    snapshot = {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=str(ck)):
+        train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 2}), tmp_path,
+                           data_dir=str(tiny_mnist), progress=False)
+    assert {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()} == snapshot
+
+
+def test_checkpoint_of_other_shapes_is_refused(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
+    train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
+    ckpt = Checkpointer(tmp_path / "w" / "checkpoints")
+    other = rj.create_train_state(cfg_for("mnist_ae", **{"model.latent_dim": 7}), jax.random.key(0))
+    with pytest.raises(CheckpointError, match="checkpoints/1"):
+        ckpt.restore(1, other)
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_mnist):
+    good = cfg_for("mnist_ae", **{"train.epochs": 1})
+    train_and_evaluate(good, tmp_path, data_dir=str(tiny_mnist), progress=False)
+    # An absurd learning rate blows the loss up in the first epoch of a fresh run.
+    bad = cfg_for("mnist_ae", **{"train.epochs": 2, "train.ae_lr": 1e38})
+    with pytest.raises(TrainingDiverged, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
+        train_and_evaluate(bad, tmp_path / "bad", data_dir=str(tiny_mnist), progress=False)
+    assert not (tmp_path / "bad" / "checkpoints" / "1").exists()
+    assert (tmp_path / "checkpoints" / "1").exists()
+
+
+def test_phases_policy_runs_three_sweeps_per_epoch(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_aegan", **{"gan.stage_policy": "phases", "train.epochs": 1})
+    train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
+    rec = read_metrics(tmp_path)[0]
+    assert rec["steps"] == 12 and rec["ae_steps"] == 8 and rec["d_steps"] == 4
+
+
+def test_pretraining_then_game(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_aegan", **{"gan.ae_pretrain_epochs": 1, "train.epochs": 2,
+                                    "gan.stage_policy": "alternate"})
+    train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
+    r1, r2 = read_metrics(tmp_path)
+    assert (r1["ae_steps"], r1["d_steps"]) == (4, 0)
+    assert (r2["ae_steps"], r2["d_steps"]) == (4, 4)
+
+
+def test_many_steps_per_dispatch_equals_one(tmp_path, tiny_mnist):
+    one = cfg_for("mnist_aegan", **{"train.epochs": 2})
+    three = cfg_for("mnist_aegan", **{"train.epochs": 2, "train.steps_per_dispatch": 3})
+    train_and_evaluate(one, tmp_path / "one", data_dir=str(tiny_mnist), progress=False)
+    train_and_evaluate(three, tmp_path / "three", data_dir=str(tiny_mnist), progress=False)
+    a, b = final_state(one, tmp_path / "one"), final_state(three, tmp_path / "three")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
