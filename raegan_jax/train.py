@@ -32,10 +32,11 @@ from raegan_jax.parallel import check_batch_divides, make_mesh, put_replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, create_train_state
 from raegan_jax.steps import ae_logits, bind, epoch_permutation, make_eval_step, make_multi_step
 
-# Fields that may change when a run is continued (more epochs, other logging).
+# Fields that may change when a run is continued: more epochs, other logging, and
+# implementation choices that compute the same function with the same parameters.
 RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
                     "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
-                    "data.data_dir"}
+                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll"}
 
 
 class WorkdirError(RuntimeError):

@@ -1,0 +1,283 @@
+"""Train-step throughput benchmarks (``raegan bench``; also ``benchmarks/run.py``).
+
+What is timed is the jitted train step of a family on random images of the
+dataset's shape: compile time (ahead-of-time lower + compile) apart from the
+steady state; each repeat is one step ended by ``block_until_ready``; numbers
+are medians over repeats. GAN families are timed in the AE stage (the heavier
+of the two); with ``gan.stage_impl=select`` (the CPU default) every stage
+costs the same. With ``--torch`` the PyTorch implementation in
+``benchmarks/torch_impl.py`` runs the same model and step on the same batch,
+its repeats interleaved with JAX's in one process, and the ratio is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from raegan_jax.config import Config, get_preset
+from raegan_jax.state import STAGE_AE, create_train_state
+from raegan_jax.steps import epoch_permutation, make_multi_step, make_train_step
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def bench_config(dataset: str, family: str, passes: int, batch_size: int,
+                 overrides: dict | None = None) -> Config:
+    """The config a benchmark row times: the dataset's preset with this family."""
+    base = {"mnist": {"ae": "mnist_ae", "rae": "mnist_ae", "aegan": "mnist_aegan", "raegan": "mnist_aegan"},
+            "cifar10": {"ae": "cifar10_ae", "rae": "cifar10_rae", "aegan": "cifar10_aegan",
+                        "raegan": "cifar10_raegan"}}[dataset][family]
+    over = {"model.family": family, "model.passes": passes, "train.batch_size": batch_size,
+            "data.train_examples": 0, "gan.stage_policy": "phases"}  # phases: the stage stays put
+    over.update(overrides or {})
+    return get_preset(base, over)
+
+
+def _images(cfg: Config, batch: int, seed: int = 0) -> np.ndarray:
+    shape = (28, 28, 1) if cfg.data.dataset == "mnist" else (32, 32, 3)
+    return np.random.default_rng(seed).uniform(0, 1, (batch, *shape)).astype(np.float32)
+
+
+class JaxRunner:
+    """One jitted train step, compiled ahead of time, stepping its own state."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        step = make_train_step(cfg)
+        state = create_train_state(cfg, jax.random.key(0)).replace(stage=jnp.int32(STAGE_AE))
+        self.state = jax.device_put(state, step._rep)
+        self.x = jax.device_put(_images(cfg, cfg.train.batch_size),
+                                jax.sharding.NamedSharding(step.mesh, jax.sharding.PartitionSpec("data")))
+        t = time.perf_counter()
+        self.compiled = step.jitted.lower(self.state, self.x).compile()
+        self.compile_s = time.perf_counter() - t
+        mem = self.compiled.memory_analysis()
+        self.xla_bytes = None if mem is None else int(
+            mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+            - mem.alias_size_in_bytes)
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.state, m = self.compiled(self.state, self.x)
+        jax.block_until_ready((self.state, m))
+        return time.perf_counter() - t
+
+
+class TorchRunner:
+    """The PyTorch eager (or torch.compile) step on the same batch."""
+
+    def __init__(self, cfg: Config, compile: bool = False):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import torch
+        from torch_impl import TorchTrainer  # noqa: E402  (benchmarks/, not installed)
+        self.torch = torch
+        self.trainer = TorchTrainer(cfg.data.dataset, cfg.model.family, cfg.model.passes,
+                                    cfg.train.recon_loss, cfg.train.rae_objective, cfg.gan.adv_weight,
+                                    cfg.train.ae_lr, cfg.train.d_lr, compile=compile)
+        self.x = torch.from_numpy(_images(cfg, cfg.train.batch_size).transpose(0, 3, 1, 2).copy())
+        t = time.perf_counter()
+        self.trainer.step(self.x)  # first call (torch.compile compiles here)
+        self.compile_s = time.perf_counter() - t
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.trainer.step(self.x)
+        return time.perf_counter() - t
+
+
+def interleaved(runners: dict[str, object], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Times the runners' steps in turn (A, B, A, B, ...) so they share machine conditions."""
+    for _ in range(warmup):
+        for r in runners.values():
+            r.once()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for k, r in runners.items():
+            times[k].append(r.once())
+    return times
+
+
+def _row(kind: str, cfg: Config, times: list[float], compile_s: float, extra: dict | None = None) -> dict:
+    med = statistics.median(times)
+    q = np.percentile(times, [25, 75])
+    return {"impl": kind, "dataset": cfg.data.dataset, "family": cfg.model.family,
+            "passes": cfg.model.passes, "batch": cfg.train.batch_size,
+            "ms_per_step": 1e3 * med, "ms_p25": 1e3 * q[0], "ms_p75": 1e3 * q[1],
+            "images_per_sec": cfg.train.batch_size / med, "compile_s": compile_s,
+            "repeats": len(times), **(extra or {})}
+
+
+def bench_steps(datasets, families, batches, passes_list, repeats, warmup, torch_modes=(),
+                overrides=None, log: Callable[[str], None] = print) -> list[dict]:
+    """Times every (dataset, family, batch, passes) combination; see module docstring."""
+    rows = []
+    for dataset in datasets:
+        for family in families:
+            for batch in batches:
+                # the single-pass families run once, at passes=1
+                for passes in (passes_list if family in ("rae", "raegan") else [1]):
+                    cfg = bench_config(dataset, family, passes, batch, overrides)
+                    runners: dict[str, object] = {"jax": JaxRunner(cfg)}
+                    for mode in torch_modes:
+                        runners[mode] = TorchRunner(cfg, compile=mode == "torch.compile")
+                    times = interleaved(runners, repeats, warmup)
+                    jr = _row("jax", cfg, times["jax"], runners["jax"].compile_s,
+                              {"xla_memory_bytes": runners["jax"].xla_bytes})
+                    rows.append(jr)
+                    msg = (f"{dataset:8s} {family:7s} B={batch:<5d} passes={passes} "
+                           f"jax {jr['ms_per_step']:8.1f} ms ({jr['images_per_sec']:8.0f} img/s, "
+                           f"compile {jr['compile_s']:.1f}s)")
+                    for mode in torch_modes:
+                        tr = _row(mode, cfg, times[mode], runners[mode].compile_s)
+                        tr["jax_speedup"] = tr["ms_per_step"] / jr["ms_per_step"]
+                        rows.append(tr)
+                        msg += f" | {mode} {tr['ms_per_step']:8.1f} ms -> jax x{tr['jax_speedup']:.2f}"
+                    log(msg)
+    return rows
+
+
+def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int, repeats: int,
+                     overrides=None, log: Callable[[str], None] = print) -> list[dict]:
+    """One step per call (host-fed and device-fed) vs ``n`` steps in one ``lax.scan`` call."""
+    cfg = bench_config(dataset, family, passes, batch, overrides)
+    data = (np.random.default_rng(0).uniform(0, 255, (n * batch, *_images(cfg, 1).shape[1:]))
+            ).astype(np.uint8)
+    spe = n
+    rows = []
+    dev_data, perm = jnp.asarray(data), epoch_permutation(0, 0, n * batch)
+    for label, k in (("device-fed, 1 step/call", 1), (f"device-fed, {n} steps/call", n)):
+        fn = make_multi_step(cfg, k, steps_per_epoch=spe)
+        state = create_train_state(cfg, jax.random.key(0))
+        t = time.perf_counter()
+        state, s = fn(state, dev_data, perm)
+        jax.block_until_ready(s)
+        compile_s = time.perf_counter() - t
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(n // k):
+                state, s = fn(state, dev_data, perm)
+            jax.block_until_ready((state, s))
+            times.append((time.perf_counter() - t) / n)
+        rows.append(_row(label, cfg, times, compile_s))
+    step = make_train_step(cfg)
+    state = create_train_state(cfg, jax.random.key(0))
+    batches = [data[i * batch:(i + 1) * batch] for i in range(n)]
+    state, m = step(state, batches[0])
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for xb in batches:
+            state, m = step(state, xb)
+        jax.block_until_ready((state, m))
+        times.append((time.perf_counter() - t) / n)
+    rows.insert(0, _row("host-fed, 1 step/call", cfg, times, 0.0))
+    base = rows[0]["ms_per_step"]
+    for r in rows:
+        r["speedup_vs_host_fed"] = base / r["ms_per_step"]
+        log(f"{dataset} {family} B={batch} {r['impl']:28s} {r['ms_per_step']:8.2f} ms/step "
+            f"x{r['speedup_vs_host_fed']:.2f}")
+    return rows
+
+
+def environment() -> dict:
+    """Device, library versions and machine: written next to every result."""
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+           "device_count": jax.device_count(), "jax": jax.__version__,
+           "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+           "flax": _version("flax"), "optax": _version("optax"), "python": platform.python_version(),
+           "cpu_count": os.cpu_count(), "machine": platform.machine()}
+    try:
+        import torch
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return env
+
+
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def markdown(rows: list[dict], env: dict) -> str:
+    """A markdown table of the rows, headed by the environment."""
+    head = (f"{env['date']} · {env['device_count']} x {env['device_kind']} ({env['backend']}) · "
+            f"jax {env['jax']} · flax {env['flax']}" + (f" · torch {env['torch']}" if "torch" in env else ""))
+    cols = ["impl", "dataset", "family", "passes", "batch", "ms_per_step", "images_per_sec",
+            "compile_s", "jax_speedup", "speedup_vs_host_fed", "xla_memory_bytes"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, float):
+                v = f"{v:.2f}" if c not in ("images_per_sec",) else f"{v:.0f}"
+            if c == "xla_memory_bytes" and isinstance(v, int):
+                v = f"{v / 2**20:.1f} MiB"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``raegan bench``: see ``raegan bench --help``."""
+    p = argparse.ArgumentParser(prog="raegan bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default="mnist,cifar10")
+    p.add_argument("--families", default="ae,rae,aegan,raegan")
+    p.add_argument("--batch-sizes", default="128", help="comma list, e.g. 32,128,512,1024")
+    p.add_argument("--passes", default="3", help="comma list for the recursive families, e.g. 1,2,4,8")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--torch", action="store_true", help="interleave the PyTorch eager step")
+    p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
+    p.add_argument("--multi-step", type=int, default=0, metavar="N",
+                   help="also time N steps per dispatch vs one (first dataset/family/batch)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default="", help="write NAME.json and NAME.md (default: print only)")
+    args = p.parse_args(argv)
+    overrides = dict(s.split("=", 1) for s in args.sets)
+    split = lambda s: [v for v in s.split(",") if v]
+    torch_modes = (["torch"] if args.torch else []) + (["torch.compile"] if args.torch_compile else [])
+    env = environment()
+    print(json.dumps(env))
+    rows = bench_steps(split(args.datasets), split(args.families), [int(b) for b in split(args.batch_sizes)],
+                       [int(v) for v in split(args.passes)], args.repeats, args.warmup, torch_modes,
+                       overrides)
+    if args.multi_step:
+        fam = split(args.families)[0]
+        rows += bench_multi_step(split(args.datasets)[0], fam, int(split(args.passes)[0]) if fam in ("rae", "raegan") else 1,
+                                 int(split(args.batch_sizes)[0]), args.multi_step, args.repeats, overrides)
+    md = markdown(rows, env)
+    print(md)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps({"environment": env, "argv": argv or sys.argv[1:],
+                                                        "rows": rows}, indent=2))
+        out.with_suffix(".md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
