@@ -10,30 +10,35 @@ The public API::
     state, metrics = train_step(state, batch)     # batch: float32 [B, H, W, C] in [0, 1]
     metrics = rj.make_eval_step(cfg)(state, batch)
     outs = rj.recursive_apply(lambda x: ae.apply({"params": state.ae_params}, x), batch, 3)
+    summary = rj.train_and_evaluate(cfg, "workdir")   # what `raegan train` runs
+
+Names are imported lazily, so ``import raegan_jax`` does not import jax: the
+``raegan`` command can still set up CPU devices before jax starts.
 """
 
-from raegan_jax.config import (PRESETS, Config, ConfigError, DataConfig, GanConfig, ModelConfig,
-                               TrainConfig, apply_overrides, get_preset)
-from raegan_jax.models import Cifar10AE, DenseDiscriminator, MnistAE, build_models, to_images
-from raegan_jax.parallel import make_mesh
-from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, create_train_state
-from raegan_jax.steps import make_eval_step, make_multi_step, make_train_step
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS", "Config", "ConfigError", "DataConfig", "GanConfig", "ModelConfig", "TrainConfig",
-    "apply_overrides", "get_preset", "Cifar10AE", "DenseDiscriminator", "MnistAE",
-    "build_models", "to_images", "make_mesh", "cycle_pass_index", "rae_objective",
-    "recursive_apply", "STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
-    "make_eval_step", "make_multi_step", "make_train_step", "train_and_evaluate",
-]
+_EXPORTS = {
+    "raegan_jax.config": ["PRESETS", "Config", "ConfigError", "DataConfig", "GanConfig",
+                          "ModelConfig", "TrainConfig", "apply_overrides", "get_preset"],
+    "raegan_jax.models": ["Cifar10AE", "DenseDiscriminator", "MnistAE", "build_models", "to_images"],
+    "raegan_jax.parallel": ["make_mesh"],
+    "raegan_jax.recursion": ["cycle_pass_index", "rae_objective", "recursive_apply"],
+    "raegan_jax.state": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state"],
+    "raegan_jax.steps": ["make_eval_step", "make_multi_step", "make_train_step"],
+    "raegan_jax.train": ["train_and_evaluate"],
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name):
-    # The training loop pulls in tfds, Orbax and matplotlib; import it lazily.
-    if name == "train_and_evaluate":
-        from raegan_jax.train import train_and_evaluate
-        return train_and_evaluate
-    raise AttributeError(name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'raegan_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

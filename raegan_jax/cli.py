@@ -36,6 +36,9 @@ def _quiet() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``raegan`` command. Returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if "jax" not in sys.modules:  # one virtual device per core on CPU (see cpu_device_flags)
+        from raegan_jax.parallel import cpu_device_flags
+        cpu_device_flags()
     if argv[:1] == ["bench"]:  # its own options (argparse.REMAINDER would drop them)
         _quiet()
         from raegan_jax.bench import main as bench_main

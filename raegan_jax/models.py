@@ -202,11 +202,11 @@ class DenseDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        """[B, H, W, C] images -> [B] logits (positive = real)."""
-        x = x.reshape(x.shape[0], -1)
+        """[..., H, W, C] images -> [...] logits (positive = real); any leading axes."""
+        x = x.reshape(*x.shape[:-3], -1)
         for k, w in enumerate(self.widths):
             x = nn.leaky_relu(nn.Dense(w, name=f"dense{k}")(x), self.negative_slope)
-        return nn.Dense(1, name="logit")(x)[:, 0]
+        return nn.Dense(1, name="logit")(x)[..., 0]
 
 
 def torch_style_init(params: dict, key: jax.Array) -> dict:

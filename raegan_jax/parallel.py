@@ -14,13 +14,28 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from raegan_jax._env import cpu_device_flags  # noqa: F401  (re-exported)
+
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: list[Any] | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: every device of every process)."""
-    devs = np.asarray(devices if devices is not None else jax.devices())
-    return Mesh(devs, (DATA_AXIS,))
+def make_mesh(devices: list[Any] | None = None, batch_size: int | None = None) -> Mesh:
+    """A 1-D data-parallel mesh.
+
+    Args:
+      devices: the devices (default: every device of every process).
+      batch_size: with the default devices on the CPU backend, use the
+        largest number of them that divides the batch. CPU devices are
+        virtual (``--xla_force_host_platform_device_count``, see
+        :func:`cpu_device_flags`), so using fewer loses nothing; on
+        accelerators every device is used and an indivisible batch is an error.
+    """
+    if devices is None:
+        devices = jax.devices()
+        if batch_size and jax.default_backend() == "cpu":
+            k = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+            devices = devices[:k]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -109,10 +109,12 @@ def recon_objective(b: Bound, logits: jax.Array, images: jax.Array, pidx: jax.Ar
 
 def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
              ) -> tuple[jax.Array, jax.Array]:
-    """D on real images [B, ...] and fakes [P, B, ...] in one call: ([B], [P, B]) logits."""
-    p, n = fakes.shape[0], images.shape[0]
-    both = jnp.concatenate([images[None], fakes]).reshape(((p + 1) * n, *images.shape[1:]))
-    out = b.disc.apply({"params": d_params}, both).reshape(p + 1, n)
+    """D on real images [B, ...] and fakes [P, B, ...] in one call: ([B], [P, B]) logits.
+
+    The pass and batch axes stay separate (no reshape merging them): merging
+    would make XLA regather a batch that is sharded over devices.
+    """
+    out = b.disc.apply({"params": d_params}, jnp.concatenate([images[None], fakes]))
     return out[0], out[1:]
 
 
@@ -384,7 +386,8 @@ def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: i
 
     Args:
       cfg: a validated config.
-      mesh: device mesh (default: every device, data parallel).
+      mesh: device mesh (default: :func:`~raegan_jax.parallel.make_mesh` for
+        the batch size: every device, data parallel).
       steps_per_epoch: see :func:`bind`.
       donate: donate the input state's buffers (default True).
 
@@ -393,7 +396,7 @@ def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: i
       with ``batch`` [B, H, W, C] float32 in [0, 1] (or uint8), B divisible
       by the number of devices.
     """
-    mesh = mesh or make_mesh()
+    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
     b = bind(cfg, steps_per_epoch)
     rep = replicated(mesh)
     jitted = jax.jit(functools.partial(train_step_fn, b),
@@ -407,7 +410,7 @@ def make_eval_step(cfg: Config, *, mesh: Mesh | None = None) -> Callable[..., Me
 
     See :func:`eval_step_fn` for the metrics. The state is not donated.
     """
-    mesh = mesh or make_mesh()
+    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
     b = bind(cfg)
     rep, bat = replicated(mesh), batch_sharded(mesh)
     jitted = jax.jit(functools.partial(eval_step_fn, b), in_shardings=(rep, bat, bat),
@@ -443,7 +446,7 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
     ``sums`` holds metric sums over the steps run, ``count`` (steps run) and
     ``nonfinite_step`` (first step whose loss was NaN/Inf, or -1).
     """
-    mesh = mesh or make_mesh()
+    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
     b = bind(cfg, steps_per_epoch)
     bs = cfg.train.batch_size
     check_batch_divides(bs, mesh)

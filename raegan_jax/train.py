@@ -28,7 +28,7 @@ from raegan_jax import figures
 from raegan_jax.checkpoint import Checkpointer, CheckpointError
 from raegan_jax.config import Config, ConfigError, diff, from_dict, validate
 from raegan_jax.models import to_images
-from raegan_jax.parallel import check_batch_divides, make_mesh, put_replicated
+from raegan_jax.parallel import check_batch_divides, make_mesh, put_batch, put_replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, create_train_state
 from raegan_jax.steps import ae_logits, bind, epoch_permutation, make_eval_step, make_multi_step
 
@@ -117,7 +117,7 @@ def _epoch_record(epoch: int, sums: dict, evals: dict | None, seconds: float, im
 
 
 class _Evaluator:
-    """Evaluates the state on the device-resident test set, padded to whole batches."""
+    """Evaluates the state on the test set, held on device as sharded, zero-padded batches."""
 
     def __init__(self, cfg: Config, mesh, test_images: np.ndarray):
         bs = cfg.train.batch_size
@@ -125,18 +125,13 @@ class _Evaluator:
         pad = (-n) % bs
         images = np.concatenate([test_images, np.zeros((pad, *test_images.shape[1:]), np.uint8)])
         weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-        self.images = put_replicated(images, mesh)
-        self.weights = put_replicated(weights, mesh)
-        self.batches = len(images) // bs
-        self.bs = bs
+        self.batches = [put_batch((images[i:i + bs], weights[i:i + bs]), mesh)
+                        for i in range(0, len(images), bs)]
         self.step = make_eval_step(cfg, mesh=mesh)
 
     def __call__(self, state: TrainState) -> dict:
         """Weighted means over the whole test set (still on device)."""
-        parts = []
-        for i in range(self.batches):
-            sl = slice(i * self.bs, (i + 1) * self.bs)
-            parts.append(self.step(state, self.images[sl], self.weights[sl]))
+        parts = [self.step(state, x, w) for x, w in self.batches]
         weight = sum(m["weight"] for m in parts)
         return {k: sum(m[k] * m["weight"] for m in parts) / weight for k in parts[0] if k != "weight"}
 
@@ -164,7 +159,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} is a file")
     resuming = _check_workdir(cfg, workdir)
-    mesh = make_mesh()
+    mesh = make_mesh(batch_size=cfg.train.batch_size)
     try:
         check_batch_divides(cfg.train.batch_size, mesh)
     except ValueError as e:

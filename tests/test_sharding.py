@@ -27,11 +27,12 @@ a, b = out["one"][0], out["eight"][0]
 err = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 errors = {}
 try:
-    rj.make_train_step(cfg)(rj.create_train_state(cfg, jax.random.key(0)), xs[0][:12])
+    rj.make_train_step(cfg, mesh=rj.make_mesh())(rj.create_train_state(cfg, jax.random.key(0)), xs[0][:12])
 except ValueError as e:
     errors["indivisible"] = str(e)
 ev = rj.make_eval_step(cfg)(b, xs[0])
-print(json.dumps({"err": err, "stage_equal": int(a.stage) == int(b.stage),
+auto = rj.make_mesh(batch_size=12)  # CPU: the largest device count dividing the batch
+print(json.dumps({"auto_mesh": auto.size, "err": err, "stage_equal": int(a.stage) == int(b.stage),
                   "compiles": out["eight"][2], "errors": errors,
                   "eval_recon": np.asarray(ev["recon_loss"]).tolist()}))
 """
@@ -46,3 +47,4 @@ def test_eight_devices_match_one_device():
     assert res["compiles"] == 1
     assert "does not divide over 8 devices" in res["errors"]["indivisible"]
     assert len(res["eval_recon"]) == 2
+    assert res["auto_mesh"] == 6
