@@ -15,6 +15,19 @@ def _plt():
     return plt
 
 
+def _finish(fig, path: str | pathlib.Path, title: str = "", suptitle: bool = False) -> pathlib.Path:
+    """Titles, lays out, saves and closes a figure."""
+    if title and suptitle:
+        fig.suptitle(title, fontsize=10)
+    elif title:
+        fig.axes[0].set_title(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | pathlib.Path,
                         title: str = "") -> pathlib.Path:
     """Saves a grid: first row the originals, then one row per pass.
@@ -41,13 +54,7 @@ def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | p
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel("original" if r == 0 else f"pass {r}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title, suptitle=True)
 
 
 def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
@@ -73,13 +80,7 @@ def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = 
     ax.set_ylabel("reconstruction loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title)
 
 
 def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
@@ -99,10 +100,4 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     ax.set_xlabel("epoch")
     ax.set_ylabel("discriminator accuracy (validation)")
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, title)
