@@ -4,7 +4,7 @@ import sys
 
 from raegan_jax._env import cpu_device_flags
 
-cpu_device_flags()  # one virtual CPU device per core, before jax is imported
+cpu_device_flags()  # RAEGAN_CPU_DEVICES=N: N virtual CPU devices, before jax is imported
 
 from raegan_jax.bench import main  # noqa: E402
 

@@ -36,8 +36,8 @@ def _quiet() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``raegan`` command. Returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    if "jax" not in sys.modules:  # one virtual device per core on CPU (see cpu_device_flags)
-        from raegan_jax.parallel import cpu_device_flags
+    if "jax" not in sys.modules:  # opt-in virtual CPU devices (RAEGAN_CPU_DEVICES, see _env.py)
+        from raegan_jax._env import cpu_device_flags
         cpu_device_flags()
     if argv[:1] == ["bench"]:  # its own options (argparse.REMAINDER would drop them)
         _quiet()

@@ -22,13 +22,16 @@ order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
+import io
 import hashlib
 import os
 import pathlib
 import pickle
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -235,13 +238,30 @@ def prepare_local(dataset: str, raw: pathlib.Path):
 
     cls = _builders()[dataset]
     manual = raw.parent if raw.is_file() else raw
-    builder = cls(data_dir=str(_cache_dir(raw)), file_format="array_record")
-    if builder.is_prepared():
-        return builder
-    tfds.disable_progress_bar()
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual), try_download_gcs=False))
+    # tfds logs a warning for a not-yet-prepared folder and prints "Downloading and
+    # preparing" although nothing is downloaded: keep both out of the user's output.
+    with _quiet_tfds():
+        builder = cls(data_dir=str(_cache_dir(raw)), file_format="array_record")
+        if builder.is_prepared():
+            return builder
+        print(f"preparing tfds dataset {builder.name} (ArrayRecord) from {raw} in "
+              f"{builder.data_dir}, once", file=sys.stderr)
+        tfds.disable_progress_bar()
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual), try_download_gcs=False))
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    from absl import logging as absl_logging
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def _read_source(source, limit: int = 0) -> Split:
@@ -321,7 +341,8 @@ def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
 def _standard_builder(dataset: str, data_dir, allow_download: bool, looked: list[str]):
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+    with _quiet_tfds():
+        builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
         if not allow_download:
             raise DataError(_missing_message(dataset, looked + [f"tfds data dir {builder.data_dir}"]))

@@ -14,10 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from raegan_jax._env import cpu_device_flags  # noqa: F401  (re-exported)
-
 DATA_AXIS = "data"
-
 
 def make_mesh(devices: list[Any] | None = None, batch_size: int | None = None) -> Mesh:
     """A 1-D data-parallel mesh.
@@ -27,7 +24,7 @@ def make_mesh(devices: list[Any] | None = None, batch_size: int | None = None) -
       batch_size: with the default devices on the CPU backend, use the
         largest number of them that divides the batch. CPU devices are
         virtual (``--xla_force_host_platform_device_count``, see
-        :func:`cpu_device_flags`), so using fewer loses nothing; on
+        ``RAEGAN_CPU_DEVICES``), so using fewer loses nothing; on
         accelerators every device is used and an indivisible batch is an error.
     """
     if devices is None:
@@ -37,16 +34,13 @@ def make_mesh(devices: list[Any] | None = None, batch_size: int | None = None) -
             devices = devices[:k]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
-
 def replicated(mesh: Mesh) -> NamedSharding:
     """Sharding that places a full copy on every device of ``mesh``."""
     return NamedSharding(mesh, P())
 
-
 def batch_sharded(mesh: Mesh) -> NamedSharding:
     """Sharding that splits the leading (batch) axis over the mesh."""
     return NamedSharding(mesh, P(DATA_AXIS))
-
 
 def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
     """Raises ValueError if ``batch_size`` does not split evenly over the mesh."""
@@ -54,7 +48,6 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
         raise ValueError(
             f"train.batch_size {batch_size} does not divide over {mesh.size} devices; "
             f"use a multiple of {mesh.size}")
-
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree of host or device arrays, replicated, on every device.
@@ -66,7 +59,6 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
         return jax.device_put(tree, sharding)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
-
 
 def put_batch(batch: Any, mesh: Mesh) -> Any:
     """Places this process's rows of a global batch, sharded over the mesh."""

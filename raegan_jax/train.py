@@ -223,6 +223,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
             sweep += 1
         sums = jax.device_get(sums)  # metrics leave the device once per epoch
         seconds = time.perf_counter() - t0
+        if epoch == start_epoch:  # compile time is logged apart from images/s
+            seconds -= compile_s
         if int(sums["nonfinite_step"]) >= 0:
             raise TrainingDiverged(
                 f"the loss became NaN/Inf at step {int(sums['nonfinite_step'])} (epoch {epoch + 1}); "
@@ -242,7 +244,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(_postfix(rec))
-        elif progress:
+        else:  # no bar (--no-progress or not a terminal): one line per epoch
             _log(f"epoch {epoch + 1}/{cfg.train.epochs} {_postfix(rec)}")
     if bar is not None:
         bar.close()
