@@ -358,7 +358,8 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
     b = bind(cfg)
     params = jax.device_get(state.ae_params)
     outs = np.asarray(to_images(ae_logits(b, params, x)))
-    title = f"{cfg.preset}: test images, then the AE applied 1..{cfg.model.passes} times"
+    passes = "pass 1" if cfg.model.passes == 1 else f"passes 1..{cfg.model.passes}"
+    title = f"{cfg.preset}: test images (top), reconstructions after {passes}"
     figures.reconstruction_grid(np.asarray(x), outs, workdir / "reconstructions.png", title)
     if history:
         figures.loss_curves(history, workdir / "loss_curves.png", f"{cfg.preset} reconstruction loss")
