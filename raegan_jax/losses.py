@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 
 def _per_sample_mean(x: jax.Array) -> jax.Array:

@@ -428,9 +428,6 @@ def make_eval_step(cfg: Config, *, mesh: Mesh | None = None) -> Callable[..., Me
 
 # --------------------------------------------------------------------------- many steps
 
-SUMMED_METRICS = ("ae_updates", "d_updates")
-
-
 def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
                     mesh: Mesh | None = None) -> TrainStep:
     """Returns a jitted function running up to ``num_steps`` train steps in one call.
