@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax.config import Config, get_preset
+from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, create_train_state
 from raegan_jax.steps import epoch_permutation, make_multi_step, make_train_step
 
@@ -58,7 +59,7 @@ class JaxRunner:
         self.cfg = cfg
         step = make_train_step(cfg)
         state = create_train_state(cfg, jax.random.key(0)).replace(stage=jnp.int32(STAGE_AE))
-        self.state = jax.device_put(state, step._rep)
+        self.state = jax.device_put(state, replicated(step.mesh))
         self.x = jax.device_put(_images(cfg, cfg.train.batch_size),
                                 jax.sharding.NamedSharding(step.mesh, jax.sharding.PartitionSpec("data")))
         t = time.perf_counter()

@@ -37,18 +37,25 @@ def recon_loss(logits: jax.Array, images: jax.Array, kind: str) -> jax.Array:
     raise ValueError(f"unknown reconstruction loss {kind!r}")
 
 
-def d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean over the last (batch) axis, or a weighted mean with [B] ``weights``."""
+    return x.mean(axis=-1) if weights is None else x @ (weights / weights.sum())
+
+
+def d_loss(real_logits: jax.Array, fake_logits: jax.Array, weights: jax.Array | None = None
+           ) -> jax.Array:
     """Discriminator BCE: real -> 1, fake -> 0, averaged over all real and fake samples.
 
     Args:
       real_logits: [B] D logits on real images.
       fake_logits: [P, B] D logits on the fakes of each pass.
+      weights: optional [B] sample weights (0 for padding rows).
 
     Returns:
       Scalar: mean real BCE + mean fake BCE, halved (the usual 0.5 (real + fake)).
     """
-    real = bce_with_logits(real_logits, 1.0).mean()
-    fake = bce_with_logits(fake_logits, 0.0).mean()
+    real = _mean(bce_with_logits(real_logits, 1.0), weights)
+    fake = _mean(bce_with_logits(fake_logits, 0.0), weights).mean()
     return 0.5 * (real + fake)
 
 
@@ -70,11 +77,11 @@ def adversarial_loss(fake_logits: jax.Array, kind: str) -> jax.Array:
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
-def accuracy_real(real_logits: jax.Array) -> jax.Array:
+def accuracy_real(real_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Fraction of real images D classifies as real (logit > 0). [B] -> scalar."""
-    return (real_logits > 0).mean()
+    return _mean((real_logits > 0).astype(real_logits.dtype), weights)
 
 
-def accuracy_fake(fake_logits: jax.Array) -> jax.Array:
+def accuracy_fake(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Per-pass fraction of fakes D classifies as fake (logit <= 0). [P, B] -> [P]."""
-    return (fake_logits <= 0).mean(axis=-1)
+    return _mean((fake_logits <= 0).astype(fake_logits.dtype), weights)

@@ -332,16 +332,14 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
     """
     images = as_images(batch)
     w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
-    wn = w / jnp.maximum(w.sum(), 1e-12)
     logits = ae_logits(b, state.ae_params, images)
     per_sample = losses.recon_loss(logits, images, b.cfg.train.recon_loss)
-    m = {"recon_loss": per_sample @ wn, "weight": w.sum()}
+    m = {"recon_loss": per_sample @ (w / w.sum()), "weight": w.sum()}
     if b.disc is not None:
         real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
-        m["d_loss"] = 0.5 * (losses.bce_with_logits(real_l, 1.0) @ wn
-                             + (losses.bce_with_logits(fake_l, 0.0) @ wn).mean())
-        m["d_real_acc"] = (real_l > 0).astype(jnp.float32) @ wn
-        m["d_fake_acc"] = (fake_l <= 0).astype(jnp.float32) @ wn
+        m["d_loss"] = losses.d_loss(real_l, fake_l, w)
+        m["d_real_acc"] = losses.accuracy_real(real_l, w)
+        m["d_fake_acc"] = losses.accuracy_fake(fake_l, w)
     return m
 
 
@@ -492,6 +490,7 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
     return TrainStep(jitted, mesh, check_batch=False)
 
 
+@functools.partial(jax.jit, static_argnums=2)  # one dispatch per sweep, compiled once
 def epoch_permutation(seed: int, sweep: int, n: int) -> jax.Array:
     """The data order of one sweep: a permutation of ``n`` from ``(seed, sweep)``.
 

@@ -307,7 +307,7 @@ def _tb_writer(workdir: pathlib.Path):
 
 
 def _progress(on: bool, total: int, done: int, name: str):
-    if not on or not _is_main() or not sys.stderr.isatty() and not os.environ.get("RAEGAN_TQDM"):
+    if not (on and _is_main() and sys.stderr.isatty()):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=done, desc=name, unit="epoch")
