@@ -3,9 +3,9 @@
 What is timed is the jitted train step of a family on random images of the
 dataset's shape: compile time (ahead-of-time lower + compile) apart from the
 steady state; each repeat is one step ended by ``block_until_ready``; numbers
-are medians over repeats. GAN families are timed in the AE stage (the heavier
-of the two); with ``gan.stage_impl=select`` (the CPU default) every stage
-costs the same. With ``--torch`` the PyTorch implementation in
+are medians over repeats. GAN families get one row per stage: ``ae`` (the AE
+learns against a frozen D) and ``d`` (D learns against a frozen AE), since a
+training run mixes both and their costs differ. With ``--torch`` the PyTorch implementation in
 ``benchmarks/torch_impl.py`` runs the same model and step on the same batch,
 its repeats interleaved with JAX's in one process, and the ratio is printed.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from raegan_jax.config import Config, get_preset
 from raegan_jax.parallel import replicated
-from raegan_jax.state import STAGE_AE, create_train_state
+from raegan_jax.state import STAGE_AE, STAGE_D, create_train_state
 from raegan_jax.steps import epoch_permutation, make_multi_step, make_train_step
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,12 +53,13 @@ def _images(cfg: Config, batch: int, seed: int = 0) -> np.ndarray:
 
 
 class JaxRunner:
-    """One jitted train step, compiled ahead of time, stepping its own state."""
+    """One jitted train step, compiled ahead of time, stepping its own state in one stage."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, stage: str = "ae"):
         self.cfg = cfg
         step = make_train_step(cfg)
-        state = create_train_state(cfg, jax.random.key(0)).replace(stage=jnp.int32(STAGE_AE))
+        state = create_train_state(cfg, jax.random.key(0)).replace(
+            stage=jnp.int32(STAGE_D if stage == "d" else STAGE_AE))
         self.state = jax.device_put(state, replicated(step.mesh))
         self.x = jax.device_put(_images(cfg, cfg.train.batch_size),
                                 jax.sharding.NamedSharding(step.mesh, jax.sharding.PartitionSpec("data")))
@@ -80,7 +81,7 @@ class JaxRunner:
 class TorchRunner:
     """The PyTorch eager (or torch.compile) step on the same batch."""
 
-    def __init__(self, cfg: Config, compile: bool = False):
+    def __init__(self, cfg: Config, compile: bool = False, stage: str = "ae"):
         sys.path.insert(0, str(REPO / "benchmarks"))
         import torch
         from torch_impl import TorchTrainer  # noqa: E402  (benchmarks/, not installed)
@@ -89,13 +90,14 @@ class TorchRunner:
                                     cfg.train.recon_loss, cfg.train.rae_objective, cfg.gan.adv_weight,
                                     cfg.train.ae_lr, cfg.train.d_lr, compile=compile)
         self.x = torch.from_numpy(_images(cfg, cfg.train.batch_size).transpose(0, 3, 1, 2).copy())
+        self.step = self.trainer.d_step if stage == "d" else self.trainer.ae_step
         t = time.perf_counter()
-        self.trainer.step(self.x)  # first call (torch.compile compiles here)
+        self.step(self.x)  # first call (torch.compile compiles here)
         self.compile_s = time.perf_counter() - t
 
     def once(self) -> float:
         t = time.perf_counter()
-        self.trainer.step(self.x)
+        self.step(self.x)
         return time.perf_counter() - t
 
 
@@ -111,10 +113,12 @@ def interleaved(runners: dict[str, object], repeats: int, warmup: int) -> dict[s
     return times
 
 
-def _row(kind: str, cfg: Config, times: list[float], compile_s: float, extra: dict | None = None) -> dict:
+def _row(kind: str, cfg: Config, times: list[float], compile_s: float, extra: dict | None = None,
+         stage: str = "") -> dict:
     med = statistics.median(times)
     q = np.percentile(times, [25, 75])
     return {"impl": kind, "dataset": cfg.data.dataset, "family": cfg.model.family,
+            "stage": stage or ("ae" if cfg.model.family in ("aegan", "raegan") else "-"),
             "passes": cfg.model.passes, "batch": cfg.train.batch_size,
             "ms_per_step": 1e3 * med, "ms_p25": 1e3 * q[0], "ms_p75": 1e3 * q[1],
             "images_per_sec": cfg.train.batch_size / med, "compile_s": compile_s,
@@ -129,20 +133,21 @@ def bench_steps(datasets, families, batches, passes_list, repeats, warmup, torch
         for family in families:
             for batch in batches:
                 # the single-pass families run once, at passes=1
-                for passes in (passes_list if family in ("rae", "raegan") else [1]):
+                for passes, stage in [(p, s) for p in (passes_list if family in ("rae", "raegan") else [1])
+                                      for s in (("ae", "d") if family in ("aegan", "raegan") else ("-",))]:
                     cfg = bench_config(dataset, family, passes, batch, overrides)
-                    runners: dict[str, object] = {"jax": JaxRunner(cfg)}
+                    runners: dict[str, object] = {"jax": JaxRunner(cfg, stage)}
                     for mode in torch_modes:
-                        runners[mode] = TorchRunner(cfg, compile=mode == "torch.compile")
+                        runners[mode] = TorchRunner(cfg, compile=mode == "torch.compile", stage=stage)
                     times = interleaved(runners, repeats, warmup)
                     jr = _row("jax", cfg, times["jax"], runners["jax"].compile_s,
-                              {"xla_memory_bytes": runners["jax"].xla_bytes})
+                              {"xla_memory_bytes": runners["jax"].xla_bytes}, stage)
                     rows.append(jr)
-                    msg = (f"{dataset:8s} {family:7s} B={batch:<5d} passes={passes} "
+                    msg = (f"{dataset:8s} {family:7s} {stage:2s} B={batch:<5d} passes={passes} "
                            f"jax {jr['ms_per_step']:8.1f} ms ({jr['images_per_sec']:8.0f} img/s, "
                            f"compile {jr['compile_s']:.1f}s)")
                     for mode in torch_modes:
-                        tr = _row(mode, cfg, times[mode], runners[mode].compile_s)
+                        tr = _row(mode, cfg, times[mode], runners[mode].compile_s, stage=stage)
                         tr["jax_speedup"] = tr["ms_per_step"] / jr["ms_per_step"]
                         rows.append(tr)
                         msg += f" | {mode} {tr['ms_per_step']:8.1f} ms -> jax x{tr['jax_speedup']:.2f}"
@@ -224,7 +229,7 @@ def markdown(rows: list[dict], env: dict) -> str:
     """A markdown table of the rows, headed by the environment."""
     head = (f"{env['date']} · {env['device_count']} x {env['device_kind']} ({env['backend']}) · "
             f"jax {env['jax']} · flax {env['flax']}" + (f" · torch {env['torch']}" if "torch" in env else ""))
-    cols = ["impl", "dataset", "family", "passes", "batch", "ms_per_step", "images_per_sec",
+    cols = ["impl", "dataset", "family", "stage", "passes", "batch", "ms_per_step", "images_per_sec",
             "compile_s", "jax_speedup", "speedup_vs_host_fed", "xla_memory_bytes"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

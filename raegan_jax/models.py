@@ -9,6 +9,7 @@ Shapes are NHWC float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -36,15 +37,20 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c).max(axis=(2, 4))
 
 
-def _conv_transpose_pt(features: int, kernel: int, stride: int, padding: int,
-                       output_padding: int = 0, name: str | None = None) -> nn.ConvTranspose:
-    """A transposed conv with PyTorch's ``ConvTranspose2d`` output size.
+def _conv_transpose_pt(features: int, kernel: int, padding: int, output_padding: int = 0,
+                       impl: str = "transpose", name: str | None = None) -> nn.Module:
+    """A stride-2 transposed conv with PyTorch's ``ConvTranspose2d`` output size.
 
     ``lax.conv_transpose`` pads the stride-dilated input, so PyTorch's
     (padding p, output_padding op) becomes (k-1-p, k-1-p+op) on each axis.
+    ``impl`` picks ``nn.ConvTranspose`` ("transpose") or the equivalent
+    :class:`SubpixelConvTranspose` ("subpixel"); both hold the same
+    parameters.
     """
     lo, hi = kernel - 1 - padding, kernel - 1 - padding + output_padding
-    return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride),
+    if impl == "subpixel":
+        return SubpixelConvTranspose(features, kernel, (lo, hi), name=name)
+    return nn.ConvTranspose(features, (kernel, kernel), strides=(2, 2),
                             padding=((lo, hi), (lo, hi)), name=name)
 
 
@@ -55,11 +61,14 @@ class MnistAE(nn.Module):
       conv_widths: channels of the 3 conv/max-pool stages (16, 32, 64).
       dense_widths: hidden dense widths between the conv stack and the latent (128, 64).
       latent_dim: size of the code (16).
+      decoder_impl: "transpose" (nn.ConvTranspose) or "subpixel" (the same
+        function and parameters computed as conv + depth-to-space).
     """
 
     conv_widths: Sequence[int] = (16, 32, 64)
     dense_widths: Sequence[int] = (128, 64)
     latent_dim: int = 16
+    decoder_impl: str = "transpose"
 
     def encode(self, x: jax.Array) -> jax.Array:
         """[B, 28, 28, 1] images -> [B, latent_dim] codes."""
@@ -77,9 +86,10 @@ class MnistAE(nn.Module):
         for k, w in enumerate((*reversed(self.dense_widths), 3 * 3 * c)):
             z = nn.relu(nn.Dense(w, name=f"dec_dense{k}")(z))
         x = z.reshape(z.shape[0], 3, 3, c)
-        x = nn.relu(_conv_transpose_pt(self.conv_widths[1], 3, 2, 0, name="dec_up0")(x))  # 3 -> 7
-        x = nn.relu(_conv_transpose_pt(self.conv_widths[0], 3, 2, 1, 1, name="dec_up1")(x))  # 7 -> 14
-        return _conv_transpose_pt(1, 3, 2, 1, 1, name="dec_up2")(x)  # 14 -> 28
+        up = functools.partial(_conv_transpose_pt, kernel=3, impl=self.decoder_impl)
+        x = nn.relu(up(self.conv_widths[1], padding=0, name="dec_up0")(x))  # 3 -> 7
+        x = nn.relu(up(self.conv_widths[0], padding=1, output_padding=1, name="dec_up1")(x))  # 7 -> 14
+        return up(1, padding=1, output_padding=1, name="dec_up2")(x)  # 14 -> 28
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,57 +98,79 @@ class MnistAE(nn.Module):
 
 
 class SubpixelConvTranspose(nn.Module):
-    """A 4x4 stride-2 padding-1 transposed conv computed as conv + depth-to-space.
+    """A stride-2 transposed conv computed as a stride-1 conv + depth-to-space.
 
-    Holds exactly the parameters of ``nn.ConvTranspose(features, (4, 4), 2,
-    padding=((2, 2), (2, 2)))`` (kernel [4, 4, in, out], bias [out]) and
-    returns the same values: each of the 4 output phases (row parity, column
-    parity) only touches a 2x2 subset of the kernel taps, so the layer is a
-    single 3x3 stride-1 convolution to 4*out channels (unused taps zero)
-    followed by a pixel shuffle. On XLA:CPU this avoids the dilated
-    convolution the transposed form lowers to, whose gradient is slow.
+    Holds exactly the parameters of ``nn.ConvTranspose(features, (k, k), 2,
+    padding=(padding, padding))`` (kernel [k, k, in, out], bias [out]) and
+    returns the same values. Each of the 4 output phases (row parity, column
+    parity) reads only some kernel taps at fixed input offsets, so the layer
+    is one stride-1 convolution to 4*out channels (unused taps zero) followed
+    by a pixel shuffle. On XLA:CPU this avoids the input-dilated convolution
+    the transposed form lowers to, whose gradient is slow.
+
+    Attributes:
+      features: output channels.
+      kernel_size: k (the window is k x k).
+      padding: (low, high) padding of the stride-dilated input, as in
+        ``nn.ConvTranspose`` (PyTorch's (p, output_padding) is (k-1-p, k-1-p+op)).
     """
 
     features: int
+    kernel_size: int = 4
+    padding: tuple[int, int] = (2, 2)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        k, (lo, hi) = self.kernel_size, self.padding
         cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        k3 = subpixel_kernel(kernel)
-        y = jax.lax.conv_general_dilated(x, k3, (1, 1), ((1, 1), (1, 1)),
+        sub, first = subpixel_kernel(kernel, lo)
+        b, h, w, _ = x.shape
+        out_h, out_w = 2 * h - 1 + lo + hi - k + 1, 2 * w - 1 + lo + hi - k + 1
+        # Phase row m reads input rows m + first .. m + first + window - 1.
+        window = sub.shape[0]
+        m_h, m_w = -(-out_h // 2), -(-out_w // 2)
+        pad = [(-first, m_h + first + window - 1 - h), (-first, m_w + first + window - 1 - w)]
+        y = jax.lax.conv_general_dilated(x, sub, (1, 1), pad,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        b, h, w, _ = y.shape
-        y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+        y = y.reshape(b, m_h, m_w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, 2 * m_h, 2 * m_w, self.features)[:, :out_h, :out_w] + bias
 
 
-def subpixel_kernel(kernel: jax.Array) -> jax.Array:
-    """Rearranges a [4, 4, I, O] transposed-conv kernel into a [3, 3, I, 4*O] conv kernel.
+def subpixel_kernel(kernel: jax.Array, lo: int = 2) -> tuple[jax.Array, int]:
+    """Rearranges a [k, k, I, O] stride-2 transposed-conv kernel into a stride-1 conv kernel.
 
-    For the lax.conv_transpose form (input dilated by 2, padded by 2, kernel
-    not flipped), output row ``2m + r`` sums input rows ``m - 1 + a`` with
-    kernel row ``2a + 1 - r`` (a in {0, 1} for r = 1; a in {0, 1, 2} with
-    rows ``-r+2a`` for r = 0), i.e. a 3-tap window centred on input row m.
-    The same holds for columns. Output channel index is (r, c, o).
+    In the ``lax.conv_transpose`` form (input dilated by 2, padded by ``lo``
+    below, kernel not flipped), output row ``2m + r`` sums kernel row ``t``
+    times input row ``m + (r + t - lo) / 2`` over the taps t where
+    ``r + t - lo`` is even. Over both phases the input offsets span a window
+    starting at ``first``; the sub-pixel kernel holds, for each offset and
+    phase, the kernel row used there (zeros where a phase has no tap). The
+    same holds for columns. Output channel index is (r, c, o).
+
+    Args:
+      kernel: [k, k, I, O] transposed-conv kernel.
+      lo: low padding of the dilated input (``nn.ConvTranspose`` padding[0]).
+
+    Returns:
+      ``(sub, first)``: sub [window, window, I, 4*O] and the first input offset.
     """
-    i, o = kernel.shape[2], kernel.shape[3]
-    # taps[r][t] = kernel row used by window offset t (0..2) for output phase r, or None.
-    taps = {0: (0, 2, None), 1: (None, 1, 3)}
+    k, i, o = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    # taps[r][offset] = kernel row for output phase r at that input offset
+    taps = [{(r + t - lo) // 2: t for t in range(k) if (r + t - lo) % 2 == 0} for r in (0, 1)]
+    offsets = sorted(set(taps[0]) | set(taps[1]))
+    first, window = offsets[0], offsets[-1] - offsets[0] + 1
     zero = jnp.zeros((i, o), kernel.dtype)
     rows = []
-    for t in range(3):
+    for d in range(first, first + window):
         cols = []
-        for u in range(3):
-            phases = []
-            for r in (0, 1):
-                for c in (0, 1):
-                    kr, kc = taps[r][t], taps[c][u]
-                    phases.append(zero if kr is None or kc is None else kernel[kr, kc])
+        for e in range(first, first + window):
+            phases = [zero if d not in taps[r] or e not in taps[c] else kernel[taps[r][d], taps[c][e]]
+                      for r in (0, 1) for c in (0, 1)]
             cols.append(jnp.stack(phases, axis=1).reshape(i, 4 * o))
         rows.append(jnp.stack(cols))
-    return jnp.stack(rows)
+    return jnp.stack(rows), first
 
 
 class Cifar10AE(nn.Module):
@@ -175,12 +207,7 @@ class Cifar10AE(nn.Module):
         for k, (w_in, w_out) in enumerate(zip(widths[:0:-1], widths[-2::-1])):
             x = nn.relu(nn.Conv(w_in, (3, 3), padding=1, name=f"dec_conv{k}")(x))
             # Both forms hold the same "dec_up{k}" kernel [4, 4, w_in, w_out] and bias.
-            if self.decoder_impl == "subpixel":
-                up = SubpixelConvTranspose(w_out, name=f"dec_up{k}")
-            else:
-                up = nn.ConvTranspose(w_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                                      name=f"dec_up{k}")
-            x = nn.relu(up(x))
+            x = nn.relu(_conv_transpose_pt(w_out, 4, 1, impl=self.decoder_impl, name=f"dec_up{k}")(x))
         return nn.Conv(self.out_channels, (3, 3), padding=1, name="dec_out")(x)
 
     @nn.compact
@@ -254,10 +281,13 @@ def build_models(cfg: Config) -> tuple[nn.Module, nn.Module | None]:
       The AE maps images [B, H, W, C] to logits of the same shape.
     """
     m = cfg.model
+    impl = m.decoder_impl
+    if impl == "auto":  # the form measured faster on CPU (see config.ModelConfig)
+        impl = "transpose" if cfg.data.dataset == "mnist" else "subpixel"
     if cfg.data.dataset == "mnist":
         ae: nn.Module = MnistAE(conv_widths=tuple(m.conv_widths), dense_widths=tuple(m.dense_widths),
-                                latent_dim=m.latent_dim)
+                                latent_dim=m.latent_dim, decoder_impl=impl)
     else:
-        ae = Cifar10AE(conv_widths=tuple(m.conv_widths), decoder_impl=m.decoder_impl)
+        ae = Cifar10AE(conv_widths=tuple(m.conv_widths), decoder_impl=impl)
     disc = DenseDiscriminator(widths=tuple(m.disc_widths)) if cfg.is_gan else None
     return ae, disc

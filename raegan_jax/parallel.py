@@ -8,9 +8,10 @@ process's devices and each process provides only its own rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -66,3 +67,42 @@ def put_batch(batch: Any, mesh: Mesh) -> Any:
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def in_chunks(fn: Callable[[jax.Array], jax.Array], chunks: int, *, batch_axis: int = 0
+              ) -> Callable[[jax.Array], jax.Array]:
+    """``fn`` run on ``chunks`` independent slices of the batch inside one program.
+
+    The result equals ``fn(x)`` for any ``fn`` that treats samples
+    independently (every model here): sample ``i`` goes to chunk
+    ``i % chunks`` and comes back to row ``i``. Why: XLA:CPU keeps only ~1.5
+    of 2 cores busy on one batch-128 convolution and its gradient, but runs
+    independent operations concurrently, and smaller operands stay in cache;
+    4 chunks of 32 make a CIFAR-10 AE gradient ~1.2x faster. The chunks are
+    interleaved (not contiguous) so that each one stays split over every
+    device of a data-parallel mesh.
+
+    Args:
+      fn: maps [B, ...] to an output whose axis ``batch_axis`` is B.
+      chunks: number of slices (1 returns ``fn`` itself); must divide B.
+      batch_axis: the batch axis of ``fn``'s output.
+
+    Returns:
+      A function of [B, ...] with ``fn``'s output shape.
+    """
+    if chunks == 1:
+        return fn
+
+    def apply(x: jax.Array) -> jax.Array:
+        b = x.shape[0]
+        if b % chunks:
+            raise ValueError(f"model.batch_chunks {chunks} does not divide the batch of {b}")
+        xs = x.reshape(b // chunks, chunks, *x.shape[1:])
+        # A Python loop on purpose: lax.map/scan would run the chunks one after
+        # another inside a while loop, and vmap would merge them back into one batch.
+        ys = [fn(xs[:, i]) for i in range(chunks)]
+        y = jnp.stack(ys, axis=batch_axis + 1)
+        shape = ys[0].shape
+        return y.reshape(*shape[:batch_axis], b, *shape[batch_axis + 1:])
+
+    return apply

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from raegan_jax import losses
 from raegan_jax.config import RECURSIVE_FAMILIES, Config
 from raegan_jax.models import build_models, to_images
-from raegan_jax.parallel import batch_sharded, check_batch_divides, make_mesh, replicated
+from raegan_jax.parallel import in_chunks, batch_sharded, check_batch_divides, make_mesh, replicated
 from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
 
@@ -78,10 +78,42 @@ def as_images(batch: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- pieces
 
 def ae_logits(b: Bound, ae_params: Any, images: jax.Array) -> jax.Array:
-    """All passes of the (recursive) AE: [B, H, W, C] -> logits [passes, B, H, W, C]."""
+    """All passes of the (recursive) AE: [B, H, W, C] -> logits [passes, B, H, W, C].
+
+    The batch runs as :func:`batch_chunks` independent chunks, each through
+    every pass (see :func:`~raegan_jax.parallel.in_chunks`); the values are
+    those of one whole-batch recursion.
+    """
     m = b.cfg.model
-    return recursive_apply(lambda x: b.ae.apply({"params": ae_params}, x), images, m.passes,
-                           unroll=m.unroll, feedback=to_images)
+
+    def recursion(x: jax.Array) -> jax.Array:
+        return recursive_apply(lambda y: b.ae.apply({"params": ae_params}, y), x, m.passes,
+                               unroll=m.unroll, feedback=to_images)
+
+    chunks = batch_chunks(b.cfg, images.shape[0])
+    return in_chunks(recursion, chunks, batch_axis=1)(images)
+
+
+# Images per chunk that ran fastest on a 2-core x86 CPU (XLA:CPU, jax 0.10):
+# CIFAR-10 batch 128 in 4 chunks 55 ms vs 71 ms whole (rae 154 vs 200 ms);
+# MNIST batch 128 in 2 chunks 29 ms vs 37 ms, but 43 ms in 4 chunks.
+# See benchmarks/RESULTS.md.
+_CPU_CHUNK_IMAGES = {"cifar10": 32, "mnist": 64}
+
+
+def batch_chunks(cfg: Config, batch_size: int) -> int:
+    """How many independent chunks the AE runs a batch of ``batch_size`` in.
+
+    ``model.batch_chunks`` if set (> 0), else on CPU about one chunk per
+    ``_CPU_CHUNK_IMAGES[dataset]`` images, and 1 on accelerators (whose
+    kernels fill the device with one batch). Always a divisor of
+    ``batch_size``: the largest one not above the requested count.
+    """
+    want = cfg.model.batch_chunks
+    if want == 0:
+        want = (batch_size // _CPU_CHUNK_IMAGES.get(cfg.data.dataset, batch_size)
+                if jax.default_backend() == "cpu" else 1)
+    return max(d for d in range(1, max(1, min(want, batch_size)) + 1) if batch_size % d == 0)
 
 
 def pass_index(b: Bound, state: TrainState, batch_size: int) -> jax.Array:
@@ -220,27 +252,37 @@ def _select(pred: jax.Array, new: TrainState, old: TrainState, fields: tuple[str
 
 def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
                     ) -> tuple[TrainState, Metrics]:
-    """The stage's update without a conditional: both gradients, one network applied.
+    """The stage's update with its convolutions outside any conditional.
 
-    One forward and one backward give the AE's and D's gradients of the
-    stage's loss (D loss in :data:`STAGE_D`; recon + adversarial in
-    :data:`STAGE_AE`; recon only in :data:`STAGE_RECON`); ``jnp.where`` then
-    keeps the frozen network's params and Adam state exactly as they were.
+    The AE's forward and backward run in every stage (its loss is the
+    stage's: recon + adversarial against a frozen D in :data:`STAGE_AE`,
+    recon only in :data:`STAGE_RECON`); ``jnp.where`` then keeps it
+    bit-identical in :data:`STAGE_D`. D's own gradient, which needs only
+    dense layers, sits in a ``lax.cond`` that runs in :data:`STAGE_D` alone.
     Same results as the ``lax.switch`` form; on XLA:CPU it is much faster,
     because convolutions inside a conditional miss the fast Eigen path.
     """
     is_d, is_recon = state.stage == STAGE_D, state.stage == STAGE_RECON
+    frozen_d = jax.lax.stop_gradient(state.d_params)
 
-    def loss_fn(ap, dp):
+    def ae_loss_fn(ap):
         logits = ae_logits(b, ap, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
-        real_l, fake_l = d_logits(b, dp, images, to_images(logits))
-        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
-        ae_loss = jnp.where(is_recon, obj, m["loss"])
-        return jnp.where(is_d, m["d_loss"], ae_loss), m
+        fake_l = b.disc.apply({"params": frozen_d}, to_images(logits))  # [P, B]
+        adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
+        return jnp.where(is_recon, obj, obj + b.cfg.gan.adv_weight * adv.sum()), (
+            obj, per_pass, logits, fake_l)
 
-    (_, metrics), (g_ae, g_d) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-        state.ae_params, state.d_params)
+    (_, (obj, per_pass, logits, fake_l)), g_ae = jax.value_and_grad(
+        ae_loss_fn, has_aux=True)(state.ae_params)
+    fakes = jax.lax.stop_gradient(to_images(logits))
+
+    def d_grads(dp):
+        return jax.grad(lambda p: losses.d_loss(*d_logits(b, p, images, fakes)))(dp)
+
+    g_d = jax.lax.cond(is_d, d_grads, lambda dp: jax.tree.map(jnp.zeros_like, dp), state.d_params)
+    real_l = b.disc.apply({"params": state.d_params}, images)
+    metrics = _gan_metrics(b, obj, per_pass, real_l, jax.lax.stop_gradient(fake_l))
     ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, g_ae)
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, g_d)
     new = state.replace(ae_params=ae_params, ae_opt_state=ae_opt, d_params=d_params,

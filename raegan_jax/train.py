@@ -36,7 +36,8 @@ from raegan_jax.steps import ae_logits, bind, epoch_permutation, make_eval_step,
 # implementation choices that compute the same function with the same parameters.
 RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
                     "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
-                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll"}
+                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
+                    "model.batch_chunks"}
 
 
 class WorkdirError(RuntimeError):

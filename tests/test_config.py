@@ -52,6 +52,8 @@ def test_switching_dataset_brings_its_architecture():
     ({"model.unrol": 1}, "model.unrol"),
     ({"passes": 1}, "passes"),
     ({"train.ae_lr": -1}, "train.ae_lr"),
+    ({"model.batch_chunks": 3}, "model.batch_chunks"),  # does not divide batch 128
+    ({"model.batch_chunks": -1}, "model.batch_chunks"),
 ])
 def test_bad_values_name_the_field(overrides, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import raegan_jax as rj
-from raegan_jax.models import Cifar10AE, SubpixelConvTranspose, subpixel_kernel
+from raegan_jax.models import Cifar10AE, MnistAE, SubpixelConvTranspose, subpixel_kernel
 from raegan_jax.state import count_params
 
 
@@ -72,17 +72,31 @@ def test_subpixel_decoder_equals_transposed_conv():
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4 * float(jnp.abs(a).max()))
 
 
-@pytest.mark.parametrize("hw", [(4, 4), (5, 3)])
-def test_subpixel_layer_matches_conv_transpose(hw):
+def test_mnist_subpixel_decoder_equals_transposed_conv():
+    x = jax.random.uniform(jax.random.key(3), (4, 28, 28, 1))
+    plain, sub = MnistAE(decoder_impl="transpose"), MnistAE(decoder_impl="subpixel")
+    params = plain.init(jax.random.key(4), x)
+    params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.3, params)
+    assert jax.tree.structure(params) == jax.tree.structure(sub.init(jax.random.key(4), x))
+    a, b = plain.apply(params, x), sub.apply(params, x)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (5, 3), (3, 3), (7, 2)])
+@pytest.mark.parametrize("k,pad", [(4, (2, 2)), (3, (2, 2)), (3, (1, 2)), (5, (3, 4)), (2, (1, 1))])
+def test_subpixel_layer_matches_conv_transpose(hw, k, pad):
     import flax.linen as nn
     x = jax.random.normal(jax.random.key(5), (2, *hw, 6))
-    ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
+    ref = nn.ConvTranspose(5, (k, k), strides=(2, 2), padding=(pad, pad))
     p = ref.init(jax.random.key(6), x)
     p = jax.tree.map(lambda v: jax.random.normal(jax.random.key(7), v.shape), p)
-    out = SubpixelConvTranspose(5).apply(p, x)
-    assert out.shape == (2, 2 * hw[0], 2 * hw[1], 5)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(ref.apply(p, x)), rtol=1e-4, atol=1e-4)
-    assert subpixel_kernel(p["params"]["kernel"]).shape == (3, 3, 6, 20)
+    want = ref.apply(p, x)
+    out = SubpixelConvTranspose(5, k, pad).apply(p, x)
+    assert out.shape == want.shape
+    np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-4, atol=1e-4)
+    if (k, pad) == (4, (2, 2)):
+        sub, first = subpixel_kernel(p["params"]["kernel"], 2)
+        assert sub.shape == (3, 3, 6, 20) and first == -1
 
 
 def test_reshape_max_pool_equals_flax_max_pool():

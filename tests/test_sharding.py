@@ -10,7 +10,8 @@ import raegan_jax as rj
 from raegan_jax import steps
 assert jax.device_count() == 8
 over = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
-        "model.disc_widths": "16,8", "train.batch_size": 16, "model.passes": 2}
+        "model.disc_widths": "16,8", "train.batch_size": 16, "model.passes": 2,
+        "model.batch_chunks": 2}  # each chunk stays split over the 8 devices
 cfg = rj.get_preset("mnist_aegan", {**over, "model.family": "raegan"})
 xs = [jax.random.uniform(jax.random.key(i), (16, 28, 28, 1)) for i in range(4)]
 out = {}
