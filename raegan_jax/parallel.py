@@ -31,9 +31,12 @@ def make_mesh(devices: list[Any] | None = None, batch_size: int | None = None) -
     if devices is None:
         devices = jax.devices()
         if batch_size and jax.default_backend() == "cpu":
-            k = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
-            devices = devices[:k]
+            devices = devices[:largest_divisor(batch_size, len(devices))]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``at_most`` (at least 1)."""
+    return max(d for d in range(1, max(1, min(at_most, n)) + 1) if n % d == 0)
 
 def replicated(mesh: Mesh) -> NamedSharding:
     """Sharding that places a full copy on every device of ``mesh``."""

@@ -32,7 +32,8 @@ from jax.sharding import Mesh
 from raegan_jax import losses
 from raegan_jax.config import RECURSIVE_FAMILIES, Config
 from raegan_jax.models import build_models, to_images
-from raegan_jax.parallel import in_chunks, batch_sharded, check_batch_divides, make_mesh, replicated
+from raegan_jax.parallel import (batch_sharded, check_batch_divides, in_chunks, largest_divisor,
+                                 make_mesh, replicated)
 from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
 
@@ -113,7 +114,7 @@ def batch_chunks(cfg: Config, batch_size: int) -> int:
     if want == 0:
         want = (batch_size // _CPU_CHUNK_IMAGES.get(cfg.data.dataset, batch_size)
                 if jax.default_backend() == "cpu" else 1)
-    return max(d for d in range(1, max(1, min(want, batch_size)) + 1) if batch_size % d == 0)
+    return largest_divisor(batch_size, want)
 
 
 def pass_index(b: Bound, state: TrainState, batch_size: int) -> jax.Array:
@@ -192,21 +193,50 @@ def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
 
 
+def _d_grads(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
+             ) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+    """D's gradient of its loss on real images and fakes: (grads, (real logits, fake logits))."""
+    def loss_fn(dp):
+        real_l, fake_l = d_logits(b, dp, images, fakes)
+        return losses.d_loss(real_l, fake_l), (real_l, fake_l)
+
+    (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+    return grads, logits
+
+
 def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
              ) -> tuple[TrainState, Metrics]:
     """D learns real -> 1, every pass's reconstruction -> 0; the AE is frozen."""
     logits = jax.lax.stop_gradient(ae_logits(b, state.ae_params, images))
     obj, per_pass = recon_objective(b, logits, images, pidx)
-    fakes = to_images(logits)
-
-    def loss_fn(dp):
-        real_l, fake_l = d_logits(b, dp, images, fakes)
-        return losses.d_loss(real_l, fake_l), (real_l, fake_l)
-
-    (_, (real_l, fake_l)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    grads, (real_l, fake_l) = _d_grads(b, state.d_params, images, to_images(logits))
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, grads)
     return (state.replace(d_params=d_params, d_opt_state=d_opt),
             _gan_metrics(b, obj, per_pass, real_l, fake_l))
+
+
+def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
+              adv_on: jax.Array | bool) -> tuple[Any, Metrics, jax.Array]:
+    """The AE's gradient of recon (+ ``adv_weight`` x adversarial if ``adv_on``) against D.
+
+    D is a constant here: only its input gradient is taken, and it sees the
+    real images outside the differentiated function (their logits feed the
+    metrics only), so no backward pass runs over real rows.
+
+    Returns:
+      ``(grads, metrics, logits)`` with logits [passes, B, H, W, C].
+    """
+    real_l = b.disc.apply({"params": state.d_params}, images)
+
+    def loss_fn(p):
+        logits = ae_logits(b, p, images)
+        obj, per_pass = recon_objective(b, logits, images, pidx)
+        fake_l = b.disc.apply({"params": state.d_params}, to_images(logits))  # [P, B]
+        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+        return jnp.where(adv_on, m["loss"], obj), (m, logits)
+
+    (_, (metrics, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
+    return grads, metrics, logits
 
 
 def ae_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
@@ -216,14 +246,7 @@ def ae_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
     For ``raegan`` the adversarial term is summed over every pass's output.
     ``adv_on=False`` (traced or not) drops the adversarial term.
     """
-    def loss_fn(p):
-        logits = ae_logits(b, p, images)
-        obj, per_pass = recon_objective(b, logits, images, pidx)
-        real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
-        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
-        return jnp.where(adv_on, m["loss"], obj), m
-
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
+    grads, metrics, _ = _ae_grads(b, state, images, pidx, adv_on)
     ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, grads)
     return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
 
@@ -262,27 +285,11 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
     Same results as the ``lax.switch`` form; on XLA:CPU it is much faster,
     because convolutions inside a conditional miss the fast Eigen path.
     """
-    is_d, is_recon = state.stage == STAGE_D, state.stage == STAGE_RECON
-    frozen_d = jax.lax.stop_gradient(state.d_params)
-
-    def ae_loss_fn(ap):
-        logits = ae_logits(b, ap, images)
-        obj, per_pass = recon_objective(b, logits, images, pidx)
-        fake_l = b.disc.apply({"params": frozen_d}, to_images(logits))  # [P, B]
-        adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
-        return jnp.where(is_recon, obj, obj + b.cfg.gan.adv_weight * adv.sum()), (
-            obj, per_pass, logits, fake_l)
-
-    (_, (obj, per_pass, logits, fake_l)), g_ae = jax.value_and_grad(
-        ae_loss_fn, has_aux=True)(state.ae_params)
+    is_d = state.stage == STAGE_D
+    g_ae, metrics, logits = _ae_grads(b, state, images, pidx, adv_on=state.stage != STAGE_RECON)
     fakes = jax.lax.stop_gradient(to_images(logits))
-
-    def d_grads(dp):
-        return jax.grad(lambda p: losses.d_loss(*d_logits(b, p, images, fakes)))(dp)
-
-    g_d = jax.lax.cond(is_d, d_grads, lambda dp: jax.tree.map(jnp.zeros_like, dp), state.d_params)
-    real_l = b.disc.apply({"params": state.d_params}, images)
-    metrics = _gan_metrics(b, obj, per_pass, real_l, jax.lax.stop_gradient(fake_l))
+    g_d = jax.lax.cond(is_d, lambda dp: _d_grads(b, dp, images, fakes)[0],
+                       lambda dp: jax.tree.map(jnp.zeros_like, dp), state.d_params)
     ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, g_ae)
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, g_d)
     new = state.replace(ae_params=ae_params, ae_opt_state=ae_opt, d_params=d_params,
