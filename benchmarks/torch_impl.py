@@ -1,18 +1,28 @@
-"""The same models and train steps in PyTorch (eager), for side-by-side benchmarks.
+"""The same models and train steps in PyTorch (eager): the twin of raegan_jax.
 
-Mirrors raegan_jax exactly in architecture, losses and optimizers (SPEC §2–4):
-the MNIST and CIFAR-10 autoencoders, the dense discriminator, the recursive
-passes, the ``cycle`` objective, BCE/MSE reconstruction, Adam 5e-3 / 1e-3.
-It is written the way a PyTorch user would write it (eager, a Python loop over
-the passes, only the stage's network updated). Install with
-``pip install torch==2.13.0`` (the CPU build on the project's machines).
+The architectures (SPEC §2), reconstruction losses (BCE/MSE), the
+non-saturating adversarial term, D's loss and Adam (5e-3 / 1e-3 by default)
+are those of raegan_jax, and ``tests/test_torch_parity.py`` checks it: with
+the same weights (:func:`load_jax_params`) the two give the same outputs,
+losses and gradients, and the same losses after several Adam steps of each
+family. The ``cycle`` objective takes its passes from the one shared
+definition, :func:`raegan_jax.cycle.cycle_pass`, with the step counted as
+raegan_jax counts it (every step, D steps too). It is written the way a
+PyTorch user would write it (eager, a Python loop over the passes, only the
+stage's network updated); what it does not have is raegan_jax's stage
+policies, schedules and clipping: the caller picks ``ae_step`` or ``d_step``.
+Install with ``pip install torch==2.13.0`` (the CPU build on the project's
+machines).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from raegan_jax.cycle import cycle_pass
 
 
 class MnistAE(nn.Module):
@@ -89,12 +99,18 @@ class TorchTrainer:
       recon_loss: "mse" or "bce".
       rae_objective: "cycle", "sum" or "last" (recursive families).
       adv_weight: weight of the non-saturating adversarial term.
+      ae_lr, d_lr: Adam learning rates.
+      seed: torch's seed for the initial weights, and the run seed of the
+        ``cycle`` schedule (raegan_jax's ``train.seed``).
+      steps_per_epoch: train steps per sweep over the data (the ``cycle``
+        schedule places each sample in its sweep).
       compile: wrap the AE and D in ``torch.compile``.
     """
 
     def __init__(self, dataset, family, passes=1, recon_loss=None, rae_objective="cycle",
-                 adv_weight=1.0, ae_lr=5e-3, d_lr=1e-3, seed=0, compile=False):
+                 adv_weight=1.0, ae_lr=5e-3, d_lr=1e-3, seed=0, steps_per_epoch=1, compile=False):
         torch.manual_seed(seed)
+        self.seed, self.steps_per_epoch = seed, steps_per_epoch
         self.dataset, self.family, self.passes = dataset, family, passes
         self.recon_loss = recon_loss or ("mse" if dataset == "mnist" else "bce")
         self.objective = rae_objective if family in ("rae", "raegan") else "last"
@@ -124,8 +140,9 @@ class TorchTrainer:
             return per.mean(1).sum()
         if self.objective == "last" or self.passes == 1:
             return per[-1].mean()
-        s = self.step_count % self.passes  # the cycle: sample i uses pass (s + i) mod P
-        idx = (s + torch.arange(x.shape[0])) % self.passes
+        # The cycle: the one definition raegan_jax uses, on this step's rows.
+        idx = torch.tensor([cycle_pass(self.seed, self.step_count, i, self.steps_per_epoch,
+                                       x.shape[0], self.passes) for i in range(x.shape[0])])
         return per.gather(0, idx[None]).mean()
 
     def ae_step(self, x):
@@ -162,3 +179,80 @@ class TorchTrainer:
     def step(self, x):
         """The family's heaviest per-step work: the AE update (for GAN families, the AE stage)."""
         return self.ae_step(x)
+
+
+# --------------------------------------------------------------------------- weights from JAX
+
+def _conv(k):
+    """Flax conv kernel [kh, kw, in, out] -> torch Conv2d weight [out, in, kh, kw]."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(k).transpose(3, 2, 0, 1)))
+
+
+def _conv_t(k):
+    """Flax ConvTranspose kernel [kh, kw, in, out] (not flipped) -> torch ConvTranspose2d
+    weight [in, out, kh, kw], which torch applies flipped."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1)))
+
+
+def _dense(k, rows_hwc=None, cols_hwc=None):
+    """Flax Dense kernel [in, out] -> torch Linear weight [out, in].
+
+    ``rows_hwc``/``cols_hwc`` = (h, w, c) when the input/output is a flattened
+    image: Flax flattens NHWC, torch NCHW, so those rows/columns are permuted.
+    """
+    k = np.asarray(k)
+    if rows_hwc is not None:
+        h, w, c = rows_hwc
+        k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+    if cols_hwc is not None:
+        h, w, c = cols_hwc
+        k = k.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(-1, h * w * c)
+    return torch.from_numpy(np.ascontiguousarray(k.T))
+
+
+def _vec(b):
+    return torch.from_numpy(np.array(b))
+
+
+def load_jax_params(trainer: "TorchTrainer", ae_params, d_params=None) -> None:
+    """Copies raegan_jax parameters (``state.ae_params``, ``state.d_params``) into the twin.
+
+    Optimizer states are reset (fresh Adam), as for a fresh JAX state.
+    """
+    p = {k: {n: np.asarray(v) for n, v in layer.items()} for k, layer in ae_params.items()}
+    mods = []
+    if trainer.dataset == "mnist":
+        enc, dec = list(trainer.ae.enc), list(trainer.ae.dec)
+        c = trainer.ae.dec[4].weight.shape[0] // 9  # the 3x3xC unflatten
+        mods += [(enc[0], "enc_conv0", _conv), (enc[3], "enc_conv1", _conv),
+                 (enc[6], "enc_conv2", _conv),
+                 (enc[10], "enc_dense0", lambda k: _dense(k, rows_hwc=(3, 3, c))),
+                 (enc[12], "enc_dense1", _dense), (enc[14], "enc_latent", _dense),
+                 (dec[0], "dec_dense0", _dense), (dec[2], "dec_dense1", _dense),
+                 (dec[4], "dec_dense2", lambda k: _dense(k, cols_hwc=(3, 3, c))),
+                 (dec[7], "dec_up0", _conv_t), (dec[9], "dec_up1", _conv_t),
+                 (dec[11], "dec_up2", _conv_t)]
+    else:
+        convs = [m for m in trainer.ae.enc if isinstance(m, nn.Conv2d)]
+        names = ["enc_stem"] + [f"enc_{t}{k}" for k in range(3) for t in ("down", "conv")]
+        mods += [(m, n, _conv) for m, n in zip(convs, names)]
+        dec = [m for m in trainer.ae.dec if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        names = [f"dec_{t}{k}" for k in range(3) for t in ("conv", "up")] + ["dec_out"]
+        mods += [(m, n, _conv_t if isinstance(m, nn.ConvTranspose2d) else _conv)
+                 for m, n in zip(dec, names)]
+    if d_params is not None:
+        shape = (28, 28, 1) if trainer.dataset == "mnist" else (32, 32, 3)
+        lin = [m for m in trainer.disc.net if isinstance(m, nn.Linear)]
+        names = [f"dense{k}" for k in range(len(lin) - 1)] + ["logit"]
+        p.update({k: {n: np.asarray(v) for n, v in layer.items()} for k, layer in d_params.items()})
+        mods += [(m, n, (lambda k: _dense(k, rows_hwc=shape)) if i == 0 else _dense)
+                 for i, (m, n) in enumerate(zip(lin, names))]
+    with torch.no_grad():
+        for mod, name, conv in mods:
+            w = conv(p[name]["kernel"])
+            assert mod.weight.shape == w.shape, (name, mod.weight.shape, w.shape)
+            mod.weight.copy_(w)
+            mod.bias.copy_(_vec(p[name]["bias"]))
+    trainer.ae_opt = torch.optim.Adam(trainer.ae.parameters(), lr=trainer.ae_opt.defaults["lr"])
+    if trainer.gan:
+        trainer.d_opt = torch.optim.Adam(trainer.disc.parameters(), lr=trainer.d_opt.defaults["lr"])

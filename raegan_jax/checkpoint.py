@@ -8,7 +8,7 @@ A checkpoint is saved under ``<workdir>/checkpoints/<epoch>/`` with two items:
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -26,11 +26,12 @@ class Checkpointer:
       max_to_keep: how many of the newest checkpoints to keep.
     """
 
-    def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3):
+    def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3, create: bool = True):
         self.directory = pathlib.Path(directory).resolve()
         self._mngr = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
+                                                 read_only=not create),
         )
 
     def latest_epoch(self) -> int | None:
@@ -80,6 +81,43 @@ class Checkpointer:
 
     def close(self) -> None:
         self._mngr.close()
+
+
+def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tuple[dict, Any]:
+    """Reads the train state of another run, to start a new run from it.
+
+    Args:
+      path: a workdir (its newest checkpoint is used), its ``checkpoints``
+        folder, or one checkpoint folder ``.../checkpoints/<epoch>``.
+      template: maps the source run's config dict to a state of its
+        structure (restored into; its values are discarded).
+
+    Returns:
+      ``(source config dict, source state)``.
+
+    Raises:
+      CheckpointError: naming the path, if no readable checkpoint is there.
+    """
+    p = pathlib.Path(path)
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    if p.name.isdigit() and p.is_dir():
+        directory, epoch = p.parent, int(p.name)
+    elif p.is_dir():
+        directory, epoch = p, None
+    else:
+        raise CheckpointError(f"init_from {path}: no such workdir or checkpoint folder")
+    ckpt = Checkpointer(directory, create=False)
+    try:
+        epoch = ckpt.latest_epoch() if epoch is None else epoch
+        if epoch is None or epoch not in ckpt.all_epochs():
+            raise CheckpointError(f"init_from {path}: no checkpoint found there")
+        meta = ckpt.read_meta(epoch)
+        if "config" not in meta:
+            raise CheckpointError(f"init_from {path}: checkpoint {ckpt.path(epoch)} has no config")
+        return meta["config"], ckpt.restore(epoch, template(meta["config"]))
+    finally:
+        ckpt.close()
 
 
 def _short(e: Exception) -> str:

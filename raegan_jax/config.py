@@ -72,8 +72,25 @@ class TrainConfig:
 
     epochs: int = 1
     batch_size: int = 128
-    ae_lr: float = 5e-3
+    ae_lr: float = 5e-3  # peak learning rates (Adam) of the AE and D
     d_lr: float = 1e-3
+    # Learning-rate schedule of both optimizers (optax), over each network's own
+    # updates: "constant" (after warmup_steps of linear warm-up from 0), or
+    # "cosine" (warm-up, then cosine decay to 0 over decay_steps; 0 = the whole
+    # run, epochs x steps per epoch).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: int = 0
+    grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
+    # Start from another run's parameters: a workdir or one of its checkpoint
+    # folders (<workdir>/checkpoints/<epoch>). The AE's parameters always, D's too
+    # with init_from_d; optimizer states start fresh. Used only when the workdir
+    # holds no checkpoint of its own (a resumed run continues from its own).
+    init_from: str = ""
+    init_from_d: bool = False
+    # Log per-layer gradient norms, dead-ReLU fractions and output statistics
+    # (raegan_jax/diagnostics.py); costs one extra AE forward/backward per step.
+    diagnostics: bool = False
     seed: int = 0
     recon_loss: str = "mse"  # "mse" | "bce"
     rae_objective: str = "cycle"  # "cycle" | "sum" | "last"
@@ -319,6 +336,15 @@ def validate(cfg: Config) -> None:
                f"({d.train_examples}) must be at least train.batch_size ({t.batch_size})")
     _check(t.ae_lr > 0, "train.ae_lr", f"must be > 0, got {t.ae_lr}")
     _check(t.d_lr > 0, "train.d_lr", f"must be > 0, got {t.d_lr}")
+    _check(t.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
+           f"must be 'constant' or 'cosine', got {t.lr_schedule!r}")
+    _check(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+    _check(t.decay_steps >= 0, "train.decay_steps", f"must be >= 0 (0 = the whole run), got {t.decay_steps}")
+    _check(t.decay_steps == 0 or t.decay_steps > t.warmup_steps, "train.decay_steps",
+           f"({t.decay_steps}) must exceed train.warmup_steps ({t.warmup_steps})")
+    _check(t.grad_clip_norm >= 0, "train.grad_clip_norm", f"must be >= 0 (0 = off), got {t.grad_clip_norm}")
+    _check(not t.init_from_d or (t.init_from and cfg.is_gan), "train.init_from_d",
+           "needs train.init_from and a GAN family (aegan/raegan)")
     _check(t.recon_loss in ("mse", "bce"), "train.recon_loss",
            f"must be 'mse' or 'bce', got {t.recon_loss!r}")
     _check(t.rae_objective in ("cycle", "sum", "last"), "train.rae_objective",

@@ -357,3 +357,6 @@ def _missing_message(dataset: str, looked: list[str]) -> str:
             f"Pass --data-dir DIR (or set ${ENV_DATA_DIR}) pointing at them, or set "
             f"data.source=tfds to let tensorflow-datasets download '{dataset}' (needs network "
             f"and TensorFlow to prepare).")
+
+
+load_data = load  # the name the package exports (``rj.load_data(cfg)``)

@@ -57,21 +57,28 @@ def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | p
     return _finish(fig, path, title, suptitle=True)
 
 
+def train_recon_loss(rec: dict) -> list[float] | None:
+    """An epoch record's training reconstruction loss per pass: the epoch's, or
+    its reconstruction sweep's when the epoch ran several sweeps (``phases``)."""
+    return rec.get("train/recon_loss", rec.get("train/recon_sweep/recon_loss"))
+
+
 def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
     """Saves train/validation reconstruction loss per pass over epochs (log y).
 
     Args:
-      history: per-epoch records with ``epoch``, ``train/recon_loss`` and
-        ``val/recon_loss`` (lists, one value per pass).
+      history: per-epoch records with ``epoch``, ``train/recon_loss`` (or
+        ``train/recon_sweep/recon_loss``) and ``val/recon_loss`` (lists, one
+        value per pass).
       path: the PNG to write.
       title: figure title.
     """
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    n_pass = len(history[0]["train/recon_loss"]) if history else 0
+    n_pass = len(train_recon_loss(history[0])) if history else 0
     for j in range(n_pass):
-        ax.plot(epochs, [h["train/recon_loss"][j] for h in history], "-", label=f"train, pass {j + 1}")
+        ax.plot(epochs, [train_recon_loss(h)[j] for h in history], "-", label=f"train, pass {j + 1}")
         val = [(h["epoch"], h["val/recon_loss"][j]) for h in history if "val/recon_loss" in h]
         if val:
             ax.plot(*zip(*val), "--", label=f"valid, pass {j + 1}")
@@ -87,17 +94,33 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     """Saves D's accuracy on real images and on each pass's fakes over epochs.
 
     The report's goal is that D is fooled half the time at every pass: the
-    dotted line at 0.5.
+    dotted line at 0.5. Left: on the validation split after each epoch.
+    Right: during training, never blended across regimes: per sweep for
+    ``phases`` (the D sweep, where D learned; the game sweep, where the AE
+    learned against it), per step group for step-wise policies (the steps
+    where D learned, the steps where the AE did).
     """
     plt = _plt()
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["val/d_real_acc"] for h in history], "k-", label="D acc, real")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    ax.plot(epochs, [h["val/d_real_acc"] for h in history], "k-", label="real")
     for j in range(len(history[0]["val/d_fake_acc"])):
-        ax.plot(epochs, [h["val/d_fake_acc"][j] for h in history], "-", label=f"D acc, fakes pass {j + 1}")
-    ax.axhline(0.5, color="gray", ls=":", label="goal: 0.5")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("discriminator accuracy (validation)")
-    ax.legend(fontsize=8)
-    return _finish(fig, path, title)
+        ax.plot(epochs, [h["val/d_fake_acc"][j] for h in history], "-", label=f"fakes, pass {j + 1}")
+    ax.set_ylabel("discriminator accuracy")
+    ax.set_title("validation, end of epoch", fontsize=9)
+    groups = [("d_sweep", "D sweep", "-"), ("game_sweep", "game sweep", "--"),
+              ("d_learns", "steps D learned", "-"), ("ae_learns", "steps AE learned", "--")]
+    for g, label, ls in groups:
+        key = f"train/{g}/d_fake_acc"
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        if not pts:
+            continue
+        for j in range(len(pts[0][1])):
+            ax2.plot([e for e, _ in pts], [v[j] for _, v in pts], ls, label=f"{label}: fakes, pass {j + 1}")
+    ax2.set_title("training (D's accuracy on fakes, per regime)", fontsize=9)
+    for a in (ax, ax2):
+        a.axhline(0.5, color="gray", ls=":", label="goal: 0.5")
+        a.set_ylim(-0.02, 1.02)
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7)
+    return _finish(fig, path, title, suptitle=True)

@@ -1,8 +1,10 @@
 """The report's networks as pure Flax Linen modules (SPEC §2).
 
-Every autoencoder returns **logits**; images are ``sigmoid(logits)`` in
-[0, 1]. Returning logits lets the BCE loss be computed stably from them;
-:func:`to_images` is the one place the sigmoid is applied.
+An autoencoder applied plainly returns **images** in [0, 1] (its decoder ends
+in a sigmoid), so ``ae.apply(v, ae.apply(v, x))`` is the AE applied twice.
+Its ``logits`` method returns the pre-sigmoid values, from which the losses
+compute BCE stably: ``ae.apply(v, x, method="logits")``. :func:`to_images`
+is the one place the sigmoid is applied.
 
 Shapes are NHWC float32.
 """
@@ -55,7 +57,10 @@ def _conv_transpose_pt(features: int, kernel: int, padding: int, output_padding:
 
 
 class MnistAE(nn.Module):
-    """The report's MNIST autoencoder: 28x28x1 -> latent ``latent_dim`` -> 28x28x1 logits.
+    """The report's MNIST autoencoder: 28x28x1 -> latent ``latent_dim`` -> 28x28x1 images.
+
+    ``apply(v, x)`` returns images in [0, 1]; ``apply(v, x, method="logits")``
+    the logits before the final sigmoid.
 
     Attributes:
       conv_widths: channels of the 3 conv/max-pool stages (16, 32, 64).
@@ -92,9 +97,13 @@ class MnistAE(nn.Module):
         return up(1, padding=1, output_padding=1, name="dec_up2")(x)  # 14 -> 28
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def logits(self, x: jax.Array) -> jax.Array:
         """[B, 28, 28, 1] images in [0, 1] -> [B, 28, 28, 1] reconstruction logits."""
         return self.decode(self.encode(x))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, 28, 28, 1] images in [0, 1] -> [B, 28, 28, 1] reconstructed images in [0, 1]."""
+        return to_images(self.logits(x))
 
 
 class SubpixelConvTranspose(nn.Module):
@@ -179,7 +188,8 @@ class Cifar10AE(nn.Module):
     Encoder: conv3x3 3->8, then per stage [conv4x4/s2, conv3x3] to 16, 32, 64
     channels (32 -> 16 -> 8 -> 4). Decoder mirrors it with 4x4 stride-2
     transposed convs (4 -> 8 -> 16 -> 32) and ends conv3x3 8->3. ReLU between
-    all layers; returns logits.
+    all layers. ``apply(v, x)`` returns images in [0, 1] (sigmoid);
+    ``apply(v, x, method="logits")`` the logits.
 
     Attributes:
       conv_widths: (stem, stage1, stage2, stage3) channels, default (8, 16, 32, 64).
@@ -211,9 +221,13 @@ class Cifar10AE(nn.Module):
         return nn.Conv(self.out_channels, (3, 3), padding=1, name="dec_out")(x)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def logits(self, x: jax.Array) -> jax.Array:
         """[B, 32, 32, 3] images in [0, 1] -> [B, 32, 32, 3] reconstruction logits."""
         return self.decode(self.encode(x))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, 32, 32, 3] images in [0, 1] -> [B, 32, 32, 3] reconstructed images in [0, 1]."""
+        return to_images(self.logits(x))
 
 
 class DenseDiscriminator(nn.Module):
@@ -278,7 +292,8 @@ def build_models(cfg: Config) -> tuple[nn.Module, nn.Module | None]:
 
     Returns:
       ``(ae, disc)``; ``disc`` is None for the ``ae`` and ``rae`` families.
-      The AE maps images [B, H, W, C] to logits of the same shape.
+      The AE maps images [B, H, W, C] to images of the same shape (its
+      ``logits`` method to the logits).
     """
     m = cfg.model
     impl = m.decoder_impl

@@ -48,20 +48,6 @@ def recursive_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, passes: 
     return outs
 
 
-def cycle_pass_index(offset: jax.Array, sample_index: jax.Array, passes: int) -> jax.Array:
-    """The report's cycle schedule: sample i is trained on pass ((s + i) mod passes) + 1.
-
-    Args:
-      offset: the epoch's random start s in [0, passes).
-      sample_index: [B] position of each sample within the epoch.
-      passes: number of passes.
-
-    Returns:
-      [B] zero-based pass index ((s + i) mod passes), i.e. pass number minus 1.
-    """
-    return (offset + sample_index) % passes
-
-
 def rae_objective(per_pass_losses: jax.Array, objective: str, pass_index: jax.Array | None = None
                   ) -> jax.Array:
     """Reduces per-pass, per-sample losses to the scalar training objective.

@@ -44,9 +44,40 @@ class TrainState:
     d_opt_state: Any = None
 
 
-def make_optimizers(cfg: Config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Returns ``(ae_tx, d_tx)``: Adam at ``train.ae_lr`` and ``train.d_lr`` (5e-3, 1e-3)."""
-    return optax.adam(cfg.train.ae_lr), optax.adam(cfg.train.d_lr)
+def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
+    """The learning rate (a float or an optax schedule) peaking at ``peak``.
+
+    ``train.lr_schedule="constant"`` with ``warmup_steps`` > 0 warms up
+    linearly from 0; ``"cosine"`` warms up, then decays to 0 over
+    ``decay_steps`` (0 = ``epochs * steps_per_epoch``). Counts are the
+    network's own updates (its optax state's count).
+    """
+    t = cfg.train
+    if t.lr_schedule == "cosine":
+        # Without a sweep length only the structure is needed (state init, eval);
+        # the train steps refuse to run without it (steps.needs_epoch_length).
+        decay = t.decay_steps or t.epochs * (steps_per_epoch or 1)
+        return optax.warmup_cosine_decay_schedule(0.0, peak, t.warmup_steps,
+                                                  max(decay, t.warmup_steps + 1))
+    if t.warmup_steps:
+        return optax.join_schedules([optax.linear_schedule(0.0, peak, t.warmup_steps),
+                                     optax.constant_schedule(peak)], [t.warmup_steps])
+    return peak
+
+
+def make_optimizers(cfg: Config, steps_per_epoch: int | None = None
+                    ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """Returns ``(ae_tx, d_tx)``: Adam at ``train.ae_lr`` and ``train.d_lr`` (5e-3, 1e-3).
+
+    Each follows :func:`learning_rate`'s schedule and, if
+    ``train.grad_clip_norm`` > 0, clips its gradient to that global norm first.
+    """
+    def tx(peak):
+        adam = optax.adam(learning_rate(cfg, peak, steps_per_epoch))
+        clip = cfg.train.grad_clip_norm
+        return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+
+    return tx(cfg.train.ae_lr), tx(cfg.train.d_lr)
 
 
 def create_train_state(cfg: Config, key: jax.Array) -> TrainState:

@@ -21,20 +21,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import dm_pix as pix
 import optax
 from jax.sharding import Mesh
 
-from raegan_jax import losses
-from raegan_jax.config import RECURSIVE_FAMILIES, Config
+from raegan_jax import diagnostics, losses
+from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError
+from raegan_jax.cycle import cycle_pass
 from raegan_jax.models import build_models, to_images
 from raegan_jax.parallel import (batch_sharded, check_batch_divides, in_chunks, largest_divisor,
                                  make_mesh, replicated)
-from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
+from raegan_jax.recursion import rae_objective, recursive_apply
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
 
 Metrics = dict[str, jax.Array]
@@ -49,7 +52,20 @@ class Bound:
     disc: nn.Module | None
     ae_tx: optax.GradientTransformation
     d_tx: optax.GradientTransformation
-    steps_per_epoch: int
+    steps_per_epoch: int | None
+
+
+def needs_epoch_length(cfg: Config) -> bool:
+    """True if the train step must know the sweep length: the ``cycle`` objective
+    places each sample in its sweep, and a cosine schedule decays over the run."""
+    cycle = (cfg.model.family in RECURSIVE_FAMILIES and cfg.model.passes > 1
+             and cfg.train.rae_objective == "cycle")
+    return cycle or (cfg.train.lr_schedule == "cosine" and cfg.train.decay_steps == 0)
+
+
+def steps_per_epoch(cfg: Config, num_train_images: int) -> int:
+    """Train steps per sweep over ``num_train_images`` (the last partial batch is dropped)."""
+    return num_train_images // cfg.train.batch_size
 
 
 def bind(cfg: Config, steps_per_epoch: int | None = None) -> Bound:
@@ -57,16 +73,24 @@ def bind(cfg: Config, steps_per_epoch: int | None = None) -> Bound:
 
     Args:
       cfg: a validated config.
-      steps_per_epoch: train steps per pass over the data, which the
-        ``cycle`` objective needs to know where each sample sits in its
-        epoch. Default: ``data.train_examples // train.batch_size`` (1 if
-        the size is unknown, i.e. a fresh schedule offset every step).
+      steps_per_epoch: train steps per sweep over the training images
+        (``len(train_images) // batch_size``, :func:`steps_per_epoch`). The
+        ``cycle`` objective needs it to know where each sample sits in its
+        sweep; :func:`make_train_step` raises if it is missing where needed.
     """
     ae, disc = build_models(cfg)
-    ae_tx, d_tx = make_optimizers(cfg)
-    if steps_per_epoch is None:
-        steps_per_epoch = max(1, cfg.data.train_examples // cfg.train.batch_size)
+    ae_tx, d_tx = make_optimizers(cfg, steps_per_epoch)
     return Bound(cfg, ae, disc, ae_tx, d_tx, steps_per_epoch)
+
+
+def _require_epoch_length(cfg: Config, steps_per_epoch: int | None) -> None:
+    if steps_per_epoch is None and needs_epoch_length(cfg):
+        raise ConfigError(
+            "this config needs steps_per_epoch (the cycle objective or a cosine schedule "
+            "depends on each step's place in its sweep): pass "
+            "steps_per_epoch=len(train_images) // train.batch_size")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise ConfigError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
 
 
 def as_images(batch: jax.Array) -> jax.Array:
@@ -88,8 +112,8 @@ def ae_logits(b: Bound, ae_params: Any, images: jax.Array) -> jax.Array:
     m = b.cfg.model
 
     def recursion(x: jax.Array) -> jax.Array:
-        return recursive_apply(lambda y: b.ae.apply({"params": ae_params}, y), x, m.passes,
-                               unroll=m.unroll, feedback=to_images)
+        return recursive_apply(lambda y: b.ae.apply({"params": ae_params}, y, method="logits"),
+                               x, m.passes, unroll=m.unroll, feedback=to_images)
 
     chunks = batch_chunks(b.cfg, images.shape[0])
     return in_chunks(recursion, chunks, batch_axis=1)(images)
@@ -120,16 +144,19 @@ def batch_chunks(cfg: Config, batch_size: int) -> int:
 def pass_index(b: Bound, state: TrainState, batch_size: int) -> jax.Array:
     """[B] zero-based pass each sample trains on under the ``cycle`` objective.
 
-    The epoch's random start s comes from ``fold_in(rng, epoch)``: it is the
-    same for every step of an epoch and a resumed run draws the same s.
+    :func:`raegan_jax.cycle.cycle_pass` is the one definition (the PyTorch
+    twin calls it too): the sweep's start s depends only on ``train.seed``
+    and the sweep number ``step // steps_per_epoch``, so every step of a
+    sweep shares it and a resumed run draws the same s.
     """
     passes = b.cfg.model.passes
-    if passes == 1:
+    if passes == 1 or b.cfg.train.rae_objective != "cycle":
         return jnp.zeros((batch_size,), jnp.int32)
-    epoch, k = state.step // b.steps_per_epoch, state.step % b.steps_per_epoch
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), epoch)
-    s = jax.random.randint(key, (), 0, passes)
-    return cycle_pass_index(s, k * batch_size + jnp.arange(batch_size), passes)
+    _require_epoch_length(b.cfg, b.steps_per_epoch)
+    pidx = cycle_pass(b.cfg.train.seed, state.step.astype(jnp.uint32),
+                      jnp.arange(batch_size, dtype=jnp.uint32), b.steps_per_epoch, batch_size,
+                      passes)
+    return pidx.astype(jnp.int32)
 
 
 def recon_objective(b: Bound, logits: jax.Array, images: jax.Array, pidx: jax.Array
@@ -151,13 +178,17 @@ def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
     return out[0], out[1:]
 
 
-def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: jax.Array,
-                 fake_l: jax.Array) -> Metrics:
-    adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
+def _gan_metrics(b: Bound, loss: jax.Array, recon_obj: jax.Array, per_pass: jax.Array,
+                 adv_weighted: jax.Array, real_l: jax.Array, fake_l: jax.Array) -> Metrics:
+    """A GAN step's metrics. ``loss`` is the objective the step optimised (the AE's
+    or D's); ``recon_objective`` and ``adv_weighted`` are the AE objective's parts
+    (``adv_weighted`` is 0 where the adversarial term was not optimised)."""
     return {
-        "loss": recon_obj + b.cfg.gan.adv_weight * adv.sum(),
+        "loss": loss,
+        "recon_objective": recon_obj,
+        "adv_weighted": adv_weighted,
         "recon_loss": per_pass,
-        "adv_loss": adv,
+        "adv_loss": losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss),
         "d_loss": losses.d_loss(real_l, fake_l),
         "d_real_acc": losses.accuracy_real(real_l),
         "d_fake_acc": losses.accuracy_fake(fake_l),
@@ -189,7 +220,7 @@ def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     else:
         real_l, fake_l = d_logits(b, state.d_params, images,
                                   jax.lax.stop_gradient(to_images(logits)))
-        metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+        metrics = _gan_metrics(b, obj, obj, per_pass, jnp.zeros(()), real_l, fake_l)
     return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
 
 
@@ -211,8 +242,9 @@ def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     obj, per_pass = recon_objective(b, logits, images, pidx)
     grads, (real_l, fake_l) = _d_grads(b, state.d_params, images, to_images(logits))
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, grads)
-    return (state.replace(d_params=d_params, d_opt_state=d_opt),
-            _gan_metrics(b, obj, per_pass, real_l, fake_l))
+    metrics = _gan_metrics(b, losses.d_loss(real_l, fake_l), obj, per_pass, jnp.zeros(()),
+                           real_l, fake_l)
+    return state.replace(d_params=d_params, d_opt_state=d_opt), metrics
 
 
 def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
@@ -232,8 +264,10 @@ def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
         logits = ae_logits(b, p, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
         fake_l = b.disc.apply({"params": state.d_params}, to_images(logits))  # [P, B]
-        m = _gan_metrics(b, obj, per_pass, real_l, fake_l)
-        return jnp.where(adv_on, m["loss"], obj), (m, logits)
+        adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
+        adv_weighted = jnp.where(adv_on, b.cfg.gan.adv_weight * adv.sum(), 0.0)
+        loss = obj + adv_weighted
+        return loss, (_gan_metrics(b, loss, obj, per_pass, adv_weighted, real_l, fake_l), logits)
 
     (_, (metrics, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
     return grads, metrics, logits
@@ -257,7 +291,7 @@ def alternate_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.A
 
     In :data:`STAGE_RECON` (pretraining) D is left untouched and the AE learns
     reconstruction only. D's loss and accuracies are reported from the D
-    update; the rest from the AE update.
+    update; the rest, ``loss`` (the AE's objective) included, from the AE update.
     """
     game_on = state.stage != STAGE_RECON
     new, m_d = d_update(b, state, images, pidx)
@@ -296,6 +330,9 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
                         d_opt_state=d_opt)
     new = _select(~is_d, new, state, ("ae_params", "ae_opt_state"))  # AE learns unless D stage
     new = _select(is_d, new, state, ("d_params", "d_opt_state"))  # D learns only in D stage
+    # In D's stage the step optimised D's loss; the AE's terms were computed, not used.
+    metrics["loss"] = jnp.where(is_d, metrics["d_loss"], metrics["loss"])
+    metrics["adv_weighted"] = jnp.where(is_d, 0.0, metrics["adv_weighted"])
     return new, metrics
 
 
@@ -334,14 +371,27 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainS
       batch: [B, H, W, C] images, float32 in [0, 1] or uint8.
 
     Returns:
-      ``(new_state, metrics)``. Metrics: ``loss`` (the AE objective),
-      ``recon_loss`` [passes]; for GAN families also ``adv_loss`` [passes],
-      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes], ``stage`` (the
-      stage that ran), ``ae_updates`` and ``d_updates`` (0/1); and ``finite``.
+      ``(new_state, metrics)``, the metrics measured on the pre-update
+      parameters. ``loss`` is the objective this step optimised: the
+      reconstruction objective (ae/rae, :data:`STAGE_RECON`), D's loss
+      (:data:`STAGE_D`), or reconstruction + weighted adversarial term
+      (:data:`STAGE_AE`; also under ``alternate``, whose D part is
+      ``d_loss``). ``recon_loss`` [passes] per pass. GAN families add
+      ``recon_objective`` and ``adv_weighted`` (the AE objective's parts),
+      ``adv_loss`` [passes], ``d_loss``, ``d_real_acc``, ``d_fake_acc``
+      [passes], ``stage`` (the stage that ran), ``ae_updates`` and
+      ``d_updates`` (0/1). ``finite`` flags a NaN/Inf loss. With
+      ``train.diagnostics`` the ``diag/...`` instruments of
+      :mod:`raegan_jax.diagnostics` are added.
     """
     images = as_images(batch)
     pidx = pass_index(b, state, images.shape[0])
     stage = state.stage
+    diag = {}
+    if b.cfg.train.diagnostics:  # measured on the pre-update parameters, like every metric
+        diag = diagnostics.ae_diagnostics(
+            b.ae, state.ae_params, images,
+            lambda p: recon_objective(b, ae_logits(b, p, images), images, pidx)[0])
     if b.disc is None:
         new, metrics = recon_update(b, state, images, pidx)
     else:
@@ -362,6 +412,7 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainS
         stage = next_stage(policy, stage, metrics["d_fake_acc"].mean(), b.cfg.gan.threshold)
     metrics["finite"] = jnp.all(jnp.asarray([jnp.isfinite(metrics["loss"]).all(),
                                              jnp.isfinite(metrics.get("d_loss", 0.0)).all()]))
+    metrics.update(diag)
     return new.replace(step=state.step + 1, stage=stage), metrics
 
 
@@ -376,14 +427,20 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
       weights: optional [B] sample weights (0 for padding rows).
 
     Returns:
-      Weighted means: ``recon_loss`` [passes]; for GAN families ``d_loss``,
-      ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight`` (sum of weights).
+      Weighted means: ``recon_loss``, ``psnr`` (dB) and ``ssim`` [passes] of
+      the reconstructions (dm-pix, images in [0, 1]); for GAN families
+      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight``
+      (sum of weights).
     """
     images = as_images(batch)
     w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
+    w_mean = w / w.sum()
     logits = ae_logits(b, state.ae_params, images)
     per_sample = losses.recon_loss(logits, images, b.cfg.train.recon_loss)
-    m = {"recon_loss": per_sample @ (w / w.sum()), "weight": w.sum()}
+    outs = to_images(logits)
+    m = {"recon_loss": per_sample @ w_mean, "weight": w.sum(),
+         "psnr": jax.vmap(lambda o: pix.psnr(o, images))(outs) @ w_mean,
+         "ssim": jax.vmap(lambda o: pix.ssim(o, images))(outs) @ w_mean}
     if b.disc is not None:
         real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
         m["d_loss"] = losses.d_loss(real_l, fake_l, w)
@@ -411,20 +468,35 @@ class TrainStep:
         self.mesh = mesh
         self._check_batch = check_batch
         self._rep = replicated(mesh)
+        self._compiled = None
+
+    def _place(self, state: TrainState) -> TrainState:
+        # A fresh state, or a leaf set from the host (e.g. the stage), is not yet
+        # committed to the mesh; placing it keeps a single compiled program.
+        rep = self._rep
+        return jax.tree.map(
+            lambda x: x if getattr(x, "sharding", None) == rep else jax.device_put(x, rep), state)
+
+    def compile(self, state: TrainState, *args: Any) -> float:
+        """Compiles ahead of time for these arguments' shapes; returns the seconds it took.
+
+        Later calls run that executable, so the first step is timed like every
+        other. Arguments of other shapes or shardings then raise instead of
+        silently compiling again. Nothing runs and nothing is donated here.
+        """
+        t = time.perf_counter()
+        self._compiled = self.jitted.lower(self._place(state), *args).compile()
+        return time.perf_counter() - t
 
     def __call__(self, state: TrainState, *args: Any):
         if self._check_batch:
             check_batch_divides(args[0].shape[0], self.mesh)
-        # A fresh state, or a leaf set from the host (e.g. the stage), is not yet
-        # committed to the mesh; placing it keeps a single compiled program.
-        rep = self._rep
-        state = jax.tree.map(
-            lambda x: x if getattr(x, "sharding", None) == rep else jax.device_put(x, rep), state)
-        return self.jitted(state, *args)
+        fn = self._compiled if self._compiled is not None else self.jitted
+        return fn(self._place(state), *args)
 
     def compiles(self) -> int:
-        """How many programs this step has compiled so far."""
-        return self.jitted._cache_size()  # pylint: disable=protected-access
+        """How many programs this step has compiled so far (ahead of time included)."""
+        return self.jitted._cache_size() + (self._compiled is not None)  # pylint: disable=protected-access
 
 
 def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: int | None = None,
@@ -435,14 +507,23 @@ def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: i
       cfg: a validated config.
       mesh: device mesh (default: :func:`~raegan_jax.parallel.make_mesh` for
         the batch size: every device, data parallel).
-      steps_per_epoch: see :func:`bind`.
+      steps_per_epoch: train steps per sweep over the training images,
+        ``len(train_images) // batch_size`` (:func:`steps_per_epoch`).
+        Required where :func:`needs_epoch_length` (the ``cycle`` objective
+        with several passes, a cosine schedule without ``decay_steps``).
       donate: donate the input state's buffers (default True).
 
     Returns:
       A :class:`TrainStep`; call it as ``state, metrics = step(state, batch)``
       with ``batch`` [B, H, W, C] float32 in [0, 1] (or uint8), B divisible
-      by the number of devices.
+      by the number of devices. Feed the batches of sweep k in the order
+      ``epoch_permutation(seed, k, n)`` to train exactly what ``raegan train``
+      trains.
+
+    Raises:
+      ConfigError: ``steps_per_epoch`` is missing where it is needed.
     """
+    _require_epoch_length(cfg, steps_per_epoch)
     mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
     b = bind(cfg, steps_per_epoch)
     rep = replicated(mesh)
@@ -475,6 +556,32 @@ def make_eval_step(cfg: Config, *, mesh: Mesh | None = None) -> Callable[..., Me
 
 # --------------------------------------------------------------------------- many steps
 
+# Which network a GAN step trained: the AE against D (``ae_learns``), D
+# (``d_learns``) or the AE on reconstruction alone (``recon``). Under
+# ``alternate`` a step is in both ae_learns and d_learns.
+STEP_GROUPS = ("ae_learns", "d_learns", "recon")
+GROUPED_METRICS = ("loss", "recon_loss", "adv_loss", "d_loss", "d_real_acc", "d_fake_acc")
+
+
+def split_by_group(m: Metrics) -> Metrics:
+    """Adds per-group copies of a GAN step's metrics, zero outside the step's group.
+
+    Summed over steps and divided by ``<group>/steps``, they give means over
+    the steps where that network learned, so a controller that flips the
+    stage is visible instead of averaged away. Consumes ``m["stage"]``.
+    """
+    stage = m.pop("stage")
+    masks = {"ae_learns": (m["ae_updates"] == 1) & (stage != STAGE_RECON),
+             "d_learns": m["d_updates"] == 1,
+             "recon": stage == STAGE_RECON}
+    out = dict(m)
+    for g, mask in masks.items():
+        out[f"{g}/steps"] = mask.astype(jnp.int32)
+        for k in GROUPED_METRICS:
+            out[f"{g}/{k}"] = jnp.where(mask, m[k], jnp.zeros_like(m[k]))
+    return out
+
+
 def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
                     mesh: Mesh | None = None) -> TrainStep:
     """Returns a jitted function running up to ``num_steps`` train steps in one call.
@@ -487,9 +594,12 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
 
     Call as ``state, sums = fn(state, data, perm)`` with ``data`` uint8
     [N, H, W, C] (replicated) and ``perm`` int32 [N] (the sweep's order).
-    ``sums`` holds metric sums over the steps run, ``count`` (steps run) and
-    ``nonfinite_step`` (first step whose loss was NaN/Inf, or -1).
+    ``sums`` holds metric sums over the steps run, ``count`` (steps run),
+    ``nonfinite_step`` (first step whose loss was NaN/Inf, or -1) and, for
+    GAN families, ``stage_switches`` (steps after which the stage flag
+    changed) and per-group sums (:func:`split_by_group`).
     """
+    _require_epoch_length(cfg, steps_per_epoch)
     mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
     b = bind(cfg, steps_per_epoch)
     bs = cfg.train.batch_size
@@ -500,10 +610,12 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
         k = state.step % steps_per_epoch
         idx = jax.lax.dynamic_slice_in_dim(perm, k * bs, bs)
         batch = jax.lax.with_sharding_constraint(jnp.take(data, idx, axis=0), bat)
-        step = state.step
+        old = state
         state, m = train_step_fn(b, state, batch)
-        m = {k: v for k, v in m.items() if k != "stage"}
-        m["nonfinite_step"] = jnp.where(m.pop("finite"), -1, step)
+        if "stage" in m:
+            m = split_by_group(m)
+            m["stage_switches"] = (state.stage != old.stage).astype(jnp.int32)
+        m["nonfinite_step"] = jnp.where(m.pop("finite"), -1, old.step)
         return state, m
 
     def run(state, data, perm):

@@ -25,19 +25,27 @@ import numpy as np
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures
-from raegan_jax.checkpoint import Checkpointer, CheckpointError
+from raegan_jax.figures import train_recon_loss
+from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_params
 from raegan_jax.config import Config, ConfigError, diff, from_dict, validate
 from raegan_jax.models import to_images
 from raegan_jax.parallel import check_batch_divides, make_mesh, put_batch, put_replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, create_train_state
-from raegan_jax.steps import ae_logits, bind, epoch_permutation, make_eval_step, make_multi_step
+from raegan_jax.steps import (GROUPED_METRICS, STEP_GROUPS, ae_logits, bind, epoch_permutation,
+                              make_eval_step, make_multi_step)
 
 # Fields that may change when a run is continued: more epochs, other logging, and
 # implementation choices that compute the same function with the same parameters.
 RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
                     "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
                     "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
-                    "model.batch_chunks"}
+                    "model.batch_chunks", "train.diagnostics", "train.init_from",
+                    "train.init_from_d"}
+
+# What each sweep of a multi-sweep epoch is called in the metrics (by its stage).
+SWEEP_NAMES = {STAGE_RECON: "recon_sweep", STAGE_D: "d_sweep", STAGE_AE: "game_sweep"}
+# Step counts (summed, not averaged) and the names they are logged under.
+_COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
 
 
 class WorkdirError(RuntimeError):
@@ -96,25 +104,63 @@ def _check_workdir(cfg: Config, workdir: pathlib.Path) -> bool:
     return True
 
 
-def _epoch_record(epoch: int, sums: dict, evals: dict | None, seconds: float, images: int,
-                  is_gan: bool) -> dict:
-    """Turns on-device sums (already fetched) into one metrics.jsonl record."""
-    n = max(int(sums["count"]), 1)
-    rec: dict[str, Any] = {"epoch": epoch, "steps": int(sums["count"]),
-                           "train/loss": float(sums["loss"]) / n,
-                           "train/recon_loss": (np.asarray(sums["recon_loss"]) / n).tolist(),
-                           "images_per_sec": images / seconds if seconds > 0 else 0.0,
+def _value(x) -> Any:
+    """A fetched metric as a float or a list of floats (per pass)."""
+    x = np.asarray(x, np.float64)
+    return float(x) if x.ndim == 0 else x.tolist()
+
+
+def sweep_means(sums: dict, prefix: str, groups: bool = True) -> dict:
+    """Per-step means of one sweep's metric sums (already fetched), named ``prefix + key``.
+
+    Step groups (:data:`~raegan_jax.steps.STEP_GROUPS`) are averaged over
+    their own steps, with ``<group>/fraction`` their share of the sweep's
+    steps; step counts (``ae_steps``, ``d_steps``, ``stage_switches``) are sums.
+    """
+    n = int(sums["count"])
+    rec: dict[str, Any] = {f"{prefix}steps": n}
+    for k, v in sums.items():
+        group = k.split("/")[0]
+        if k in ("count", "nonfinite_step") or group in STEP_GROUPS:
+            continue
+        if k in _COUNTS:
+            rec[prefix + _COUNTS[k]] = int(v)
+        else:
+            rec[prefix + k] = _value(np.asarray(v) / max(n, 1))
+    for g in STEP_GROUPS if groups else ():
+        g_steps = int(sums.get(f"{g}/steps", 0))
+        if g_steps == 0:
+            continue
+        rec[f"{prefix}{g}/fraction"] = g_steps / max(n, 1)
+        for k in GROUPED_METRICS:
+            rec[f"{prefix}{g}/{k}"] = _value(np.asarray(sums[f"{g}/{k}"]) / g_steps)
+    return rec
+
+
+def _epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict | None,
+                  seconds: float, batch_size: int) -> dict:
+    """One metrics.jsonl record from the epoch's per-sweep sums (already fetched).
+
+    An epoch of one sweep logs ``train/<metric>``; an epoch of several
+    (``phases``) logs each sweep under its own name, ``train/<sweep>/<metric>``,
+    and no blend of them.
+    """
+    steps = sum(int(s["count"]) for _, s in sweeps)
+    rec: dict[str, Any] = {"epoch": epoch, "steps": steps,
+                           "images_per_sec": steps * batch_size / seconds if seconds > 0 else 0.0,
                            "epoch_seconds": seconds}
-    if is_gan:
-        rec.update({"train/adv_loss": (np.asarray(sums["adv_loss"]) / n).tolist(),
-                    "train/d_loss": float(sums["d_loss"]) / n,
-                    "train/d_real_acc": float(sums["d_real_acc"]) / n,
-                    "train/d_fake_acc": (np.asarray(sums["d_fake_acc"]) / n).tolist(),
-                    "ae_steps": int(sums["ae_updates"]), "d_steps": int(sums["d_updates"])})
+    for name, sums in sweeps:
+        # Step groups matter within a sweep whose stage can change (threshold, alternate).
+        rec.update(sweep_means(sums, "train/" if len(sweeps) == 1 else f"train/{name}/",
+                               groups=len(sweeps) == 1))
+    for k in ("ae_updates", "d_updates"):  # counts add up honestly over sweeps
+        if k in sweeps[0][1]:
+            rec[_COUNTS[k]] = sum(int(s[k]) for _, s in sweeps)
     if evals:
         for k, v in evals.items():
-            rec[f"val/{k}"] = np.asarray(v).tolist()
+            rec[f"val/{k}"] = _value(v)
     return rec
+
 
 
 class _Evaluator:
@@ -193,6 +239,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
         state = ckpt.restore(latest, state)
         start_epoch = latest
         _log(f"resuming from checkpoint {ckpt.path(latest)} (epoch {latest}, step {int(state.step)})")
+    elif cfg.train.init_from:
+        state = _init_from(cfg, state, mesh)
     history = _read_history(workdir, start_epoch)
 
     n_dispatch = min(cfg.train.steps_per_dispatch, spe)
@@ -201,41 +249,38 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
     evaluate = _Evaluator(cfg, mesh, ds.test.images)
     writer = _tb_writer(workdir)
     calls_per_sweep = math.ceil(spe / n_dispatch)
-    compile_s = None
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
 
     sweep = int(state.step) // spe  # sweeps done so far (exact, also for phases)
+    # Compiled ahead of time, apart from any step: every step, the first included,
+    # is then timed alike and images/s is honest from the first epoch on.
+    compile_s = multi.compile(state, train_images,
+                              put_replicated(epoch_permutation(cfg.train.seed, sweep, n_train), mesh))
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
-        sums = None
+        sweeps = []
         for stage in sweep_stages(cfg, epoch):
             if stage is not None:
                 state = state.replace(stage=jnp.int32(stage))
             perm = put_replicated(epoch_permutation(cfg.train.seed, sweep, n_train), mesh)
+            sums = None
             for _ in range(calls_per_sweep):
-                if compile_s is None:
-                    tc = time.perf_counter()
-                    state, s = multi(state, train_images, perm)
-                    jax.block_until_ready(s)
-                    compile_s = time.perf_counter() - tc
-                else:
-                    state, s = multi(state, train_images, perm)
+                state, s = multi(state, train_images, perm)
                 sums = s if sums is None else _add_sums(sums, s)
+            sweeps.append((SWEEP_NAMES.get(stage), sums))
             sweep += 1
-        sums = jax.device_get(sums)  # metrics leave the device once per epoch
+        sweeps = jax.device_get(sweeps)  # metrics leave the device once per epoch
         seconds = time.perf_counter() - t0
-        if epoch == start_epoch:  # compile time is logged apart from images/s
-            seconds -= compile_s
-        if int(sums["nonfinite_step"]) >= 0:
+        bad = [int(s["nonfinite_step"]) for _, s in sweeps if int(s["nonfinite_step"]) >= 0]
+        if bad:
             raise TrainingDiverged(
-                f"the loss became NaN/Inf at step {int(sums['nonfinite_step'])} (epoch {epoch + 1}); "
+                f"the loss became NaN/Inf at step {bad[0]} (epoch {epoch + 1}); "
                 f"stopped; the last good checkpoint is kept in {ckpt.directory}")
         last = epoch + 1 == cfg.train.epochs
         evals = None
         if (epoch + 1) % cfg.train.eval_every_epochs == 0 or last:
             evals = jax.device_get(evaluate(state))
-        images = int(sums["count"]) * cfg.train.batch_size
-        rec = _epoch_record(epoch + 1, sums, evals, seconds, images, cfg.is_gan)
+        rec = _epoch_record(epoch + 1, sweeps, evals, seconds, cfg.train.batch_size)
         if epoch == start_epoch:
             rec["compile_seconds"] = compile_s
         history.append(rec)
@@ -269,6 +314,33 @@ def _add_sums(a: dict, b: dict) -> dict:
     out = {k: a[k] + b[k] for k in a if k != "nonfinite_step"}
     out["nonfinite_step"] = jnp.where(a["nonfinite_step"] >= 0, a["nonfinite_step"], b["nonfinite_step"])
     return out
+
+
+def _init_from(cfg: Config, state: TrainState, mesh) -> TrainState:
+    """Starts ``state`` from the parameters of another run (``train.init_from``).
+
+    The source may be a workdir (its newest checkpoint) or one checkpoint
+    folder. Its AE (and with ``train.init_from_d`` its D) must have this
+    model's dataset and shapes; optimizer states stay fresh.
+    """
+    src_cfg, src = load_params(cfg.train.init_from,
+                               lambda d: create_train_state(from_dict(d), jax.random.key(0)))
+    if src_cfg["data"]["dataset"] != cfg.data.dataset:
+        raise ConfigError(f"train.init_from {cfg.train.init_from}: a {src_cfg['data']['dataset']} "
+                          f"model cannot start a {cfg.data.dataset} run")
+    parts = ["ae_params"] + (["d_params"] if cfg.train.init_from_d else [])
+    for part in parts:
+        mine, theirs = getattr(state, part), getattr(src, part)
+        if theirs is None:
+            raise ConfigError(f"train.init_from {cfg.train.init_from} holds no discriminator "
+                              f"(family {src_cfg['model']['family']!r})")
+        shapes = lambda t: jax.tree.map(lambda x: tuple(x.shape), t)  # noqa: E731
+        if jax.tree.structure(mine) != jax.tree.structure(theirs) or shapes(mine) != shapes(theirs):
+            raise ConfigError(f"train.init_from {cfg.train.init_from}: its {part} have other "
+                              f"layers or shapes than this model's")
+    state = state.replace(**{p: put_replicated(jax.device_get(getattr(src, p)), mesh) for p in parts})
+    _log(f"initialised {' and '.join(p[:-7].upper() for p in parts)} from {cfg.train.init_from}")
+    return state
 
 
 def _read_history(workdir: pathlib.Path, upto_epoch: int) -> list[dict]:
@@ -315,11 +387,14 @@ def _progress(on: bool, total: int, done: int, name: str):
 
 
 def _postfix(rec: dict) -> str:
-    parts = [f"train {rec['train/recon_loss'][0]:.4f}"]
+    parts = [f"train {train_recon_loss(rec)[0]:.4f}"]
     if "val/recon_loss" in rec:
         parts.append("val " + "/".join(f"{v:.4f}" for v in rec["val/recon_loss"]))
-    if "train/d_loss" in rec:
-        parts.append(f"D {rec['train/d_loss']:.3f} ae/d steps {rec['ae_steps']}/{rec['d_steps']}")
+    if "val/d_fake_acc" in rec:
+        parts.append(f"D acc real {rec['val/d_real_acc']:.2f} fakes "
+                     + "/".join(f"{v:.2f}" for v in rec["val/d_fake_acc"]))
+    if "d_steps" in rec:
+        parts.append(f"ae/d steps {rec['ae_steps']}/{rec['d_steps']}")
     parts.append(f"{rec['images_per_sec']:.0f} img/s")
     return " ".join(parts)
 
@@ -340,7 +415,13 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         "steps": int(state.step),
         "batch_size": cfg.train.batch_size,
         "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
-        "train_recon_loss": history[-1]["train/recon_loss"] if history else None,
+        "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
+        "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
+        "train_recon_loss": train_recon_loss(history[-1]) if history else None,
+        # The last epoch's training metrics as logged: per sweep for phases,
+        # per step group (where D / the AE learned) for step-wise policies.
+        "last_epoch_train": {k: v for k, v in history[-1].items() if k.startswith("train/")}
+        if history else None,
         "images_per_sec": float(np.median(speeds)) if speeds else None,
         "compile_seconds": compile_s,
         "wall_seconds": wall,

@@ -104,7 +104,7 @@ def test_train_step_metrics_equal_numpy_on_the_pre_update_params():
     x = fixed_batch("mnist", n=4)
     state = rj.create_train_state(cfg, jax.random.key(1))
     ae, disc = rj.build_models(cfg)
-    logits = np.asarray(ae.apply({"params": state.ae_params}, x), np.float64)
+    logits = np.asarray(ae.apply({"params": state.ae_params}, x, method="logits"), np.float64)
     recon = 1 / (1 + np.exp(-logits))
     want_mse = np.mean((recon - np.asarray(x)) ** 2)
     real_l, fake_l = d_logits(bind(cfg), state.d_params, x, jnp.asarray(recon, jnp.float32)[None])

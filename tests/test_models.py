@@ -40,10 +40,12 @@ def test_shapes_ranges_and_parameter_counts(preset, shape, n_ae, n_d, key):
     state = rj.create_train_state(cfg, key)
     assert count_params(state.ae_params) == n_ae
     x = jax.random.uniform(jax.random.key(1), (5, *shape))
-    logits = ae.apply({"params": state.ae_params}, x)
+    logits = ae.apply({"params": state.ae_params}, x, method="logits")
     assert logits.shape == x.shape
-    images = rj.to_images(logits * 50.0)  # push hard into both saturations
-    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    images = ae.apply({"params": state.ae_params}, x)  # the public output: images (SPEC §2)
+    np.testing.assert_allclose(np.asarray(images), np.asarray(jax.nn.sigmoid(logits)), rtol=1e-6)
+    saturated = rj.to_images(logits * 50.0)  # push hard into both saturations
+    assert float(saturated.min()) >= 0.0 and float(saturated.max()) <= 1.0
     if n_d is None:
         assert disc is None and state.d_params is None
     else:

@@ -5,7 +5,8 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax import losses
-from raegan_jax.recursion import cycle_pass_index, rae_objective, recursive_apply
+from raegan_jax.cycle import cycle_offset, cycle_pass
+from raegan_jax.recursion import rae_objective, recursive_apply
 from raegan_jax.steps import bind, pass_index
 
 
@@ -21,7 +22,7 @@ def mnist():
 @pytest.mark.parametrize("unroll", [0, 1, 2])
 def test_recursive_apply_equals_hand_applied(mnist, unroll):
     ae, params, x = mnist
-    f = lambda y: rj.to_images(ae.apply({"params": params}, y))
+    f = lambda y: rj.to_images(ae.apply({"params": params}, y, method="logits"))
     outs = recursive_apply(f, x, 3, unroll=unroll)
     assert outs.shape == (3, *x.shape)
     y = x
@@ -41,7 +42,7 @@ def test_public_api_example(mnist):
 
 def test_gradient_flows_through_every_pass(mnist):
     ae, params, x = mnist
-    f = lambda p, y: ae.apply({"params": p}, y)
+    f = lambda p, y: ae.apply({"params": p}, y, method="logits")
 
     def scanned(p):
         logits = recursive_apply(lambda y: f(p, y), x, 3, feedback=jax.nn.sigmoid)
@@ -73,8 +74,11 @@ def test_recursive_apply_rejects_zero_passes(mnist):
 
 
 def test_cycle_schedule_picks_pass_s_plus_i_mod_passes():
-    idx = cycle_pass_index(jnp.int32(2), jnp.arange(7), 3)
-    assert idx.tolist() == [2, 0, 1, 2, 0, 1, 2]  # pass numbers 3, 1, 2, 3, ...
+    # Sweep of 3 steps of 4 rows: row r of step k is sample 4k + r of its sweep.
+    for step in range(12):
+        s, k = cycle_offset(7, step // 3, 3), step % 3
+        assert [cycle_pass(7, step, r, 3, 4, 3) for r in range(4)] == [(s + 4 * k + r) % 3
+                                                                        for r in range(4)]
     losses_ = jnp.asarray([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0], [100.0, 200.0, 300.0, 400.0]])
     pidx = jnp.asarray([0, 1, 2, 0])
     assert float(rae_objective(losses_, "cycle", pidx)) == pytest.approx((1 + 20 + 300 + 4) / 4)
@@ -82,18 +86,32 @@ def test_cycle_schedule_picks_pass_s_plus_i_mod_passes():
     assert float(rae_objective(losses_, "last", pidx)) == pytest.approx(250.0)
 
 
+def test_cycle_offset_is_uniform_and_equal_on_ints_and_uint32_arrays():
+    counts = np.bincount([cycle_offset(0, e, 3) for e in range(3000)], minlength=3)
+    assert counts.min() > 900  # each start about a third of the sweeps
+    sweeps = jnp.arange(200, dtype=jnp.uint32)
+    traced = jax.jit(lambda e: cycle_offset(12345, e, 5))(sweeps)
+    assert np.asarray(traced).tolist() == [cycle_offset(12345, e, 5) for e in range(200)]
+
+
 def test_cycle_offset_is_fixed_within_an_epoch_and_continues_across_batches(key):
-    cfg = rj.get_preset("cifar10_rae", {"data.train_examples": 640, "train.batch_size": 128})
-    b = bind(cfg)
-    assert b.steps_per_epoch == 5
+    cfg = rj.get_preset("cifar10_rae", {"train.batch_size": 128})
+    b = bind(cfg, steps_per_epoch=5)
     state = rj.create_train_state(cfg, key)
-    firsts, offsets = [], set()
+    offsets = set()
     for step in range(5):
         idx = pass_index(b, state.replace(step=jnp.int32(step)), 128)
         # i runs over the epoch: within a batch (s + i) mod 3 steps by one.
         assert np.all(np.diff(np.asarray(idx)) % 3 == 1)
-        firsts.append(int(idx[0]))
         offsets.add((int(idx[0]) - step * 128) % 3)
     assert len(offsets) == 1  # one s for the whole epoch
-    seen = {(int(pass_index(b, state.replace(step=jnp.int32(5 * e)), 128)[0])) for e in range(12)}
+    seen = {(int(pass_index(b, state.replace(step=jnp.int32(5 * e)), 128)[0])) for e in range(30)}
     assert seen == {0, 1, 2}  # s is redrawn per epoch
+
+
+def test_library_steps_need_the_epoch_length_for_the_cycle():
+    cfg = rj.get_preset("cifar10_rae")
+    with pytest.raises(rj.ConfigError, match="steps_per_epoch"):
+        rj.make_train_step(cfg)
+    rj.make_train_step(rj.get_preset("cifar10_rae", {"train.rae_objective": "sum"}))  # no cycle
+    rj.make_train_step(rj.get_preset("cifar10_ae"))  # one pass
