@@ -105,23 +105,25 @@ class TorchTrainer:
       steps_per_epoch: train steps per sweep over the data (the ``cycle``
         schedule places each sample in its sweep).
       compile: wrap the AE and D in ``torch.compile``.
+      device: where the networks live ("cpu", "cuda"); inputs must be there too.
     """
 
     def __init__(self, dataset, family, passes=1, recon_loss=None, rae_objective="cycle",
-                 adv_weight=1.0, ae_lr=5e-3, d_lr=1e-3, seed=0, steps_per_epoch=1, compile=False):
+                 adv_weight=1.0, ae_lr=5e-3, d_lr=1e-3, seed=0, steps_per_epoch=1, compile=False,
+                 device="cpu"):
         torch.manual_seed(seed)
         self.seed, self.steps_per_epoch = seed, steps_per_epoch
         self.dataset, self.family, self.passes = dataset, family, passes
         self.recon_loss = recon_loss or ("mse" if dataset == "mnist" else "bce")
         self.objective = rae_objective if family in ("rae", "raegan") else "last"
         self.adv_weight = adv_weight
-        self.ae = MnistAE() if dataset == "mnist" else Cifar10AE()
+        self.ae = (MnistAE() if dataset == "mnist" else Cifar10AE()).to(device)
         self.ae_opt = torch.optim.Adam(self.ae.parameters(), lr=ae_lr)
         self.gan = family in ("aegan", "raegan")
         self.step_count = 0
         if self.gan:
             feat, widths = (784, (512, 256, 128)) if dataset == "mnist" else (3072, (1024, 512, 256))
-            self.disc = Discriminator(feat, widths)
+            self.disc = Discriminator(feat, widths).to(device)
             self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=d_lr)
         self.ae_fn = torch.compile(self.ae) if compile else self.ae
         self.d_fn = (torch.compile(self.disc) if compile else self.disc) if self.gan else None
@@ -140,10 +142,13 @@ class TorchTrainer:
             return per.mean(1).sum()
         if self.objective == "last" or self.passes == 1:
             return per[-1].mean()
-        # The cycle: the one definition raegan_jax uses, on this step's rows.
-        idx = torch.tensor([cycle_pass(self.seed, self.step_count, i, self.steps_per_epoch,
-                                       x.shape[0], self.passes) for i in range(x.shape[0])])
-        return per.gather(0, idx[None]).mean()
+        return per.gather(0, self.pass_index(x.shape[0]).to(per.device)[None]).mean()
+
+    def pass_index(self, batch_size):
+        """[B] zero-based pass of each row of this step under the ``cycle`` objective:
+        the one definition raegan_jax uses, :func:`raegan_jax.cycle.cycle_pass`."""
+        return torch.tensor([cycle_pass(self.seed, self.step_count, i, self.steps_per_epoch,
+                                        batch_size, self.passes) for i in range(batch_size)])
 
     def ae_step(self, x):
         """Reconstruction (+ adversarial for GAN families) update of the AE; D frozen."""
@@ -167,7 +172,7 @@ class TorchTrainer:
         self.d_opt.zero_grad(set_to_none=True)
         p, b = fakes.shape[:2]
         logits = self.d_fn(torch.cat([x, fakes.reshape(p * b, *x.shape[1:])]))
-        target = torch.cat([torch.ones(b), torch.zeros(p * b)])
+        target = torch.cat([torch.ones(b, device=x.device), torch.zeros(p * b, device=x.device)])
         real_loss = F.binary_cross_entropy_with_logits(logits[:b], target[:b])
         fake_loss = F.binary_cross_entropy_with_logits(logits[b:], target[b:])
         loss = 0.5 * (real_loss + fake_loss)
@@ -207,11 +212,11 @@ def _dense(k, rows_hwc=None, cols_hwc=None):
     if cols_hwc is not None:
         h, w, c = cols_hwc
         k = k.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(-1, h * w * c)
-    return torch.from_numpy(np.ascontiguousarray(k.T))
+    return torch.from_numpy(np.array(k.T))
 
 
 def _vec(b):
-    return torch.from_numpy(np.array(b))
+    return torch.from_numpy(np.array(b))  # a writable copy
 
 
 def load_jax_params(trainer: "TorchTrainer", ae_params, d_params=None) -> None:
@@ -229,7 +234,8 @@ def load_jax_params(trainer: "TorchTrainer", ae_params, d_params=None) -> None:
                  (enc[10], "enc_dense0", lambda k: _dense(k, rows_hwc=(3, 3, c))),
                  (enc[12], "enc_dense1", _dense), (enc[14], "enc_latent", _dense),
                  (dec[0], "dec_dense0", _dense), (dec[2], "dec_dense1", _dense),
-                 (dec[4], "dec_dense2", lambda k: _dense(k, cols_hwc=(3, 3, c))),
+                 (dec[4], "dec_dense2", lambda k: _dense(k, cols_hwc=(3, 3, c)),
+                  lambda b: b.reshape(3, 3, c).transpose(2, 0, 1).reshape(-1)),
                  (dec[7], "dec_up0", _conv_t), (dec[9], "dec_up1", _conv_t),
                  (dec[11], "dec_up2", _conv_t)]
     else:
@@ -248,11 +254,11 @@ def load_jax_params(trainer: "TorchTrainer", ae_params, d_params=None) -> None:
         mods += [(m, n, (lambda k: _dense(k, rows_hwc=shape)) if i == 0 else _dense)
                  for i, (m, n) in enumerate(zip(lin, names))]
     with torch.no_grad():
-        for mod, name, conv in mods:
-            w = conv(p[name]["kernel"])
+        for mod, name, weight, *bias in mods:  # bias: a permutation where outputs are an image
+            w = weight(p[name]["kernel"])
             assert mod.weight.shape == w.shape, (name, mod.weight.shape, w.shape)
             mod.weight.copy_(w)
-            mod.bias.copy_(_vec(p[name]["bias"]))
+            mod.bias.copy_(_vec(bias[0](p[name]["bias"]) if bias else p[name]["bias"]))
     trainer.ae_opt = torch.optim.Adam(trainer.ae.parameters(), lr=trainer.ae_opt.defaults["lr"])
     if trainer.gan:
         trainer.d_opt = torch.optim.Adam(trainer.disc.parameters(), lr=trainer.d_opt.defaults["lr"])

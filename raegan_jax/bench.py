@@ -89,19 +89,25 @@ class TorchRunner:
         import torch
         from torch_impl import TorchTrainer  # noqa: E402  (benchmarks/, not installed)
         self.torch = torch
+        # The same kind of device as JAX's: a GPU run compares GPU with GPU.
+        self.device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
         self.trainer = TorchTrainer(cfg.data.dataset, cfg.model.family, cfg.model.passes,
                                     cfg.train.recon_loss, cfg.train.rae_objective, cfg.gan.adv_weight,
                                     cfg.train.ae_lr, cfg.train.d_lr,
-                                    steps_per_epoch=BENCH_STEPS_PER_EPOCH, compile=compile)
-        self.x = torch.from_numpy(_images(cfg, cfg.train.batch_size).transpose(0, 3, 1, 2).copy())
+                                    steps_per_epoch=BENCH_STEPS_PER_EPOCH, compile=compile,
+                                    device=self.device)
+        self.x = torch.from_numpy(_images(cfg, cfg.train.batch_size).transpose(0, 3, 1, 2).copy()
+                                  ).to(self.device)
         self.step = self.trainer.d_step if stage == "d" else self.trainer.ae_step
         t = time.perf_counter()
-        self.step(self.x)  # first call (torch.compile compiles here)
+        self.once()  # first call (torch.compile compiles here)
         self.compile_s = time.perf_counter() - t
 
     def once(self) -> float:
         t = time.perf_counter()
         self.step(self.x)
+        if self.device == "cuda":  # CUDA runs asynchronously: wait for the step's kernels
+            self.torch.cuda.synchronize()
         return time.perf_counter() - t
 
 

@@ -44,7 +44,7 @@ def test_loss_goes_down_on_a_fixed_batch(preset, family, steps_, policy):
         over["model.passes"] = 2 if family == "raegan" else 1
     cfg = rj.get_preset(preset, over)
     x = fixed_batch(cfg.data.dataset)
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     ev = rj.make_eval_step(cfg)
     state = rj.create_train_state(cfg, jax.random.key(0))
     first = np.asarray(ev(state, x)["recon_loss"])
@@ -64,7 +64,7 @@ def test_discriminator_learns_in_its_stage(family):
     cfg = rj.get_preset("mnist_aegan", {"model.family": family, "model.passes": 1 + (family == "raegan"),
                                         "train.batch_size": 16, "gan.stage_policy": "phases"})
     x = fixed_batch("mnist")
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, jax.random.key(0)).replace(stage=jnp.int32(rj.STAGE_D))
     d_losses = []
     for _ in range(60):

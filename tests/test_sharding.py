@@ -17,7 +17,7 @@ xs = [jax.random.uniform(jax.random.key(i), (16, 28, 28, 1)) for i in range(4)]
 out = {}
 for name, devs in (("one", jax.devices()[:1]), ("eight", jax.devices())):
     mesh = rj.make_mesh(devs)
-    step = rj.make_train_step(cfg, mesh=mesh)
+    step = rj.make_train_step(cfg, mesh=mesh, steps_per_epoch=4)
     state = rj.create_train_state(cfg, jax.random.key(0))
     for x in xs:
         state, m = step(state, x)
@@ -28,7 +28,7 @@ a, b = out["one"][0], out["eight"][0]
 err = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 errors = {}
 try:
-    rj.make_train_step(cfg, mesh=rj.make_mesh())(rj.create_train_state(cfg, jax.random.key(0)), xs[0][:12])
+    rj.make_train_step(cfg, mesh=rj.make_mesh(), steps_per_epoch=4)(rj.create_train_state(cfg, jax.random.key(0)), xs[0][:12])
 except ValueError as e:
     errors["indivisible"] = str(e)
 ev = rj.make_eval_step(cfg)(b, xs[0])

@@ -50,7 +50,7 @@ def assert_changed(a, b):
 @pytest.mark.parametrize("family", ["aegan", "raegan"])
 def test_d_step_freezes_ae_and_ae_step_freezes_d(impl, family, key):
     cfg = small_cfg(family, **{"gan.stage_impl": impl})
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, key)
     # D stage: every AE leaf (params, Adam moments, count) stays bit-identical.
     state = state.replace(stage=jnp.int32(STAGE_D))
@@ -76,7 +76,7 @@ def test_d_step_freezes_ae_and_ae_step_freezes_d(impl, family, key):
 @pytest.mark.parametrize("impl", ["select", "switch"])
 def test_threshold_rule_flips_stage_on_device(impl, key):
     cfg = small_cfg("raegan", **{"gan.stage_impl": impl})
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, key)
     assert int(state.stage) == STAGE_D
     # D calls everything fake: accuracy on fakes 1.0 > 0.5 -> the AE's turn.
@@ -110,7 +110,7 @@ def test_select_and_switch_agree(key):
     states, metrics = {}, {}
     for impl in ("select", "switch"):
         cfg = small_cfg("raegan", **{"gan.stage_impl": impl})
-        step = rj.make_train_step(cfg)
+        step = rj.make_train_step(cfg, steps_per_epoch=10)
         state = rj.create_train_state(cfg, key)
         ms = []
         for i in range(6):
@@ -125,7 +125,7 @@ def test_select_and_switch_agree(key):
 
 def test_alternate_updates_both_networks(key):
     cfg = small_cfg("aegan", **{"gan.stage_policy": "alternate"})
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, key)
     before = copy((state.ae_params, state.d_params))
     state, m = step(state, batch())
@@ -143,7 +143,7 @@ def test_alternate_updates_both_networks(key):
 @pytest.mark.parametrize("family", ["ae", "rae", "aegan", "raegan"])
 def test_no_recompilation_and_state_is_donated(family, key):
     cfg = small_cfg(family)
-    step = rj.make_train_step(cfg)
+    step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, key)
     for i in range(12):
         if i % 4 == 3 and cfg.is_gan:  # stage changes from the host as well as on device
@@ -158,7 +158,7 @@ def test_no_recompilation_and_state_is_donated(family, key):
 
 def test_traced_once_under_chex(key):
     cfg = small_cfg("raegan")
-    b = steps.bind(cfg)
+    b = steps.bind(cfg, steps_per_epoch=10)
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -172,13 +172,15 @@ def test_traced_once_under_chex(key):
 
 def test_metrics_structure(key):
     cfg = small_cfg("raegan")
-    state, m = rj.make_train_step(cfg)(rj.create_train_state(cfg, key), batch())
+    state, m = rj.make_train_step(cfg, steps_per_epoch=10)(rj.create_train_state(cfg, key), batch())
     assert m["recon_loss"].shape == (2,) and m["d_fake_acc"].shape == (2,)
     assert m["adv_loss"].shape == (2,)
-    for k in ("d_loss", "d_real_acc", "stage", "loss", "ae_updates", "d_updates", "finite"):
+    for k in ("d_loss", "d_real_acc", "stage", "loss", "recon_objective", "adv_weighted",
+              "ae_updates", "d_updates", "finite"):
         assert m[k].shape == ()
     ev = rj.make_eval_step(cfg)(state, batch())
-    assert ev["recon_loss"].shape == (2,) and ev["d_fake_acc"].shape == (2,)
+    for k in ("recon_loss", "d_fake_acc", "psnr", "ssim"):
+        assert ev[k].shape == (2,)
 
 
 def test_eval_weights_ignore_padding(key):
@@ -247,7 +249,7 @@ def test_chunked_batch_computes_the_same_step(dataset, key):
         cfg = rj.get_preset(base, {**over, "model.family": "raegan", "model.batch_chunks": chunks})
         state = rj.create_train_state(cfg, jax.random.key(0))
         logits = steps.ae_logits(steps.bind(cfg), state.ae_params, x)
-        step = rj.make_train_step(cfg)
+        step = rj.make_train_step(cfg, steps_per_epoch=10)
         for i in range(3):
             state, m = step(state, jax.random.uniform(jax.random.key(i), x.shape))
         out[chunks] = (logits, state, m)

@@ -1,0 +1,131 @@
+"""Every logged number means what its name says (computed again, independently, here)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import raegan_jax as rj
+from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
+from raegan_jax.train import sweep_stages, train_and_evaluate
+
+from conftest import TINY
+
+
+def records(workdir):
+    return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_params(workdir, cfg):
+    """The run's parameters, read back from its newest checkpoint."""
+    from raegan_jax.checkpoint import Checkpointer
+    ckpt = Checkpointer(workdir / "checkpoints")
+    state = ckpt.restore(ckpt.latest_epoch(), rj.create_train_state(cfg, jax.random.key(0)))
+    ckpt.close()
+    return state
+
+
+def replay(cfg, data_dir, epochs):
+    """Trains ``cfg`` with the library's own step, as the README shows, batch by batch.
+
+    Returns the final state and, per (epoch, sweep name), the mean of the eval
+    step's metrics over that sweep's batches taken on the pre-update state.
+    """
+    data = rj.load_data(cfg, data_dir)
+    n, bs = len(data.train.images), cfg.train.batch_size
+    spe = rj.steps_per_epoch(cfg, n)
+    step = rj.make_train_step(cfg, steps_per_epoch=spe)
+    evaluate = rj.make_eval_step(cfg)
+    state = rj.create_train_state(cfg, jax.random.key(cfg.train.seed))
+    means, sweep = {}, 0
+    for epoch in range(epochs):
+        for stage in sweep_stages(cfg, epoch):
+            if stage is not None:
+                state = state.replace(stage=jnp.int32(stage))
+            perm = np.asarray(rj.epoch_permutation(cfg.train.seed, sweep, n))
+            seen = []
+            for k in range(spe):
+                batch = data.train.images[perm[k * bs:(k + 1) * bs]]
+                seen.append(jax.device_get(evaluate(state, batch)))
+                state, _ = step(state, batch)
+            means[(epoch + 1, stage)] = {k: np.mean([m[k] for m in seen], axis=0) for k in seen[0]}
+            sweep += 1
+    return state, means
+
+
+def test_phases_sweeps_are_logged_apart_and_equal_a_direct_evaluation(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.stage_policy": "phases", "train.epochs": 2,
+                                        "gan.adv_weight": 0.1})
+    train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    recs = records(tmp_path / "run")
+    _, means = replay(cfg, str(tiny_mnist), 2)
+    names = {STAGE_RECON: "recon_sweep", STAGE_D: "d_sweep", STAGE_AE: "game_sweep"}
+    for rec in recs:
+        assert "train/d_fake_acc" not in rec  # no blend of three regimes under one name
+        assert rec["ae_steps"] == 2 * rec["train/d_sweep/steps"] and rec["d_steps"] == rec["train/d_sweep/steps"]
+        for stage, name in names.items():
+            want = means[(rec["epoch"], stage)]
+            for k in ("d_fake_acc", "d_real_acc", "d_loss", "recon_loss"):
+                np.testing.assert_allclose(rec[f"train/{name}/{k}"], want[k], rtol=1e-5, atol=1e-6,
+                                           err_msg=f"epoch {rec['epoch']} {name} {k}")
+        # Each sweep's loss is the objective it optimised.
+        np.testing.assert_allclose(rec["train/d_sweep/loss"], rec["train/d_sweep/d_loss"], rtol=1e-6)
+        np.testing.assert_allclose(rec["train/recon_sweep/loss"], rec["train/recon_sweep/recon_loss"][0],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(rec["train/game_sweep/loss"],
+                                   rec["train/game_sweep/recon_objective"]
+                                   + rec["train/game_sweep/adv_weighted"], rtol=1e-5)
+        np.testing.assert_allclose(rec["train/game_sweep/adv_weighted"],
+                                   0.1 * rec["train/game_sweep/adv_loss"][0], rtol=1e-5)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["last_epoch_train"]["train/d_sweep/d_fake_acc"] == recs[-1]["train/d_sweep/d_fake_acc"]
+
+
+def test_pretraining_epoch_logs_its_reconstruction_objective(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.ae_pretrain_epochs": 1, "train.epochs": 1})
+    train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    (rec,) = records(tmp_path / "run")
+    assert rec["train/loss"] == pytest.approx(rec["train/recon_loss"][0], rel=1e-6)
+    assert rec["train/adv_weighted"] == 0.0
+    assert rec["train/recon/fraction"] == 1.0 and rec["d_steps"] == 0
+
+
+def test_threshold_policy_logs_each_group_and_the_switches(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "train.epochs": 2})
+    train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    for rec in records(tmp_path / "run"):
+        fr = rec.get("train/ae_learns/fraction", 0.0) + rec.get("train/d_learns/fraction", 0.0)
+        assert fr == pytest.approx(1.0)
+        assert rec["ae_steps"] + rec["d_steps"] == rec["steps"]
+        assert 0 <= rec["train/stage_switches"] <= rec["steps"]
+        if "train/d_learns/loss" in rec:  # D's steps optimised D's loss
+            assert rec["train/d_learns/loss"] == pytest.approx(rec["train/d_learns/d_loss"], rel=1e-6)
+
+
+def test_library_steps_train_what_raegan_train_trains(tmp_path, tiny_mnist):
+    """The README's loop (make_train_step + epoch_permutation) assigns the same
+    cycle passes as `raegan train`: both end with the same parameters."""
+    cfg = rj.get_preset("mnist_ae", {**TINY, "model.family": "rae", "model.passes": 3,
+                                     "train.epochs": 2})
+    train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    ran = final_params(tmp_path / "run", cfg)
+    mine, _ = replay(cfg, str(tiny_mnist), 2)
+    assert int(ran.step) == int(mine.step)
+    for a, b in zip(jax.tree.leaves(ran.ae_params), jax.tree.leaves(mine.ae_params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_ahead_of_time_compile_is_the_only_compile(key):
+    cfg = rj.get_preset("mnist_ae", {**TINY})
+    step = rj.make_train_step(cfg)
+    state = rj.create_train_state(cfg, key)
+    x = jnp.zeros((32, 28, 28, 1))
+    seconds = step.compile(state, x)
+    assert seconds > 0 and step.compiles() == 1
+    for _ in range(3):
+        state, m = step(state, x)
+    assert step.compiles() == 1 and int(state.step) == 3
+    with pytest.raises(Exception):  # another shape is refused, not silently compiled
+        step(state, jnp.zeros((64, 28, 28, 1)))
