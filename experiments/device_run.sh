@@ -17,7 +17,7 @@ python3 -c "import jax, flax, optax, orbax.checkpoint, torch; print(jax.__versio
 # Prepare the tfds datasets once, before parallel runs read them.
 python3 -c "import raegan_jax as rj; [rj.load_data(rj.get_preset(p)) for p in ('mnist_ae', 'cifar10_ae')]" || exit 4
 if [[ -n "${BENCH:-}" ]]; then  # alone on the machine: nothing else runs while it times
-  timeout "${BENCH}" python3 -m raegan_jax.cli bench --torch --repeats 30 --warmup 5 \
+  timeout "${BENCH}" python3 -m raegan_jax.cli bench --torch --repeats 20 --warmup 5 ${BENCH_ARGS:-} \
     --out "$out/bench_gpu" > "$out/bench.log" 2>&1; tail -20 "$out/bench.log"
 fi
 runs=/tmp/runs; mkdir -p $runs
@@ -26,10 +26,11 @@ import json, sys
 print(json.dumps([e for p in sys.argv[1:] for e in json.load(open(p))]))
 PY
 timeout $((end - SECONDS - 25)) python3 experiments/sweep.py run /tmp/all.json --runs $runs \
-  --jobs "${JOBS:-12}" --set train.steps_per_dispatch=32 2>&1 | tee "$out/sweep.log" | tail -5
+  --jobs "${JOBS:-12}" --set train.steps_per_dispatch=32 \
+  --set train.checkpoint_every_epochs=1000 2>&1 | tee "$out/sweep.log" | tail -5
 for spec in "$@"; do
   python3 experiments/sweep.py table "$spec" --runs $runs --json "$out/$(basename "$spec" .json)_rows.json" \
     > "$out/$(basename "$spec" .json)_table.md" 2>&1
 done
-tar czf "$out/runs.tgz" --exclude=checkpoints --exclude=tensorboard -C /tmp runs
+tar czf "$out/runs.tgz" --exclude=checkpoints --exclude=tensorboard -C /tmp runs && rm -f "$out"/*_rows.json
 ls -la "$out"
