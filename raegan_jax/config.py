@@ -154,13 +154,14 @@ IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
 def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: int,
-            train: int, test: int, recon_loss: str, stage_policy: str = "threshold") -> Config:
+            train: int, test: int, recon_loss: str, stage_policy: str = "threshold",
+            ae_lr: float = 5e-3, adv_weight: float = 1.0) -> Config:
     return resolve(Config(
         preset=name,
         model=ModelConfig(family=family, passes=passes),
         data=DataConfig(dataset=dataset, train_examples=train, test_examples=test),
-        train=TrainConfig(epochs=epochs, recon_loss=recon_loss),
-        gan=GanConfig(stage_policy=stage_policy),
+        train=TrainConfig(epochs=epochs, recon_loss=recon_loss, ae_lr=ae_lr),
+        gan=GanConfig(stage_policy=stage_policy, adv_weight=adv_weight),
     ))
 
 
@@ -181,19 +182,26 @@ def resolve(cfg: Config) -> Config:
 
 
 # The report's experiments (SPEC §5). Batch size is not stated in the report: 128.
+# Deviations from the report's literal settings, each measured (experiments/RESULTS.md;
+# the literal values stay reachable with --set):
+# - CIFAR-10 AE learning rate 1e-3, not 5e-3: at 5e-3 the recursive AE's encoder
+#   ReLUs die within ~100 steps and it stays on the mean-image plateau (5 of 5
+#   seeds); at 1e-3 it leaves the plateau by step ~250 (5 of 5).
+CIFAR_AE_LR = 1e-3
 PRESETS: dict[str, Config] = {
     "mnist_ae": _preset("mnist_ae", "mnist", "ae", epochs=100, train=3000, test=600,
                         recon_loss="mse"),
     "cifar10_ae": _preset("cifar10_ae", "cifar10", "ae", epochs=200, train=10000, test=2000,
-                          recon_loss="bce"),
+                          recon_loss="bce", ae_lr=CIFAR_AE_LR),
     "cifar10_rae": _preset("cifar10_rae", "cifar10", "rae", passes=3, epochs=150, train=10000,
-                           test=2000, recon_loss="bce"),
+                           test=2000, recon_loss="bce", ae_lr=CIFAR_AE_LR),
     "mnist_aegan": _preset("mnist_aegan", "mnist", "aegan", epochs=200, train=7000, test=2000,
                            recon_loss="mse"),
     "cifar10_aegan": _preset("cifar10_aegan", "cifar10", "aegan", epochs=20, train=20000,
-                             test=2000, recon_loss="bce", stage_policy="phases"),
+                             test=2000, recon_loss="bce", stage_policy="phases", ae_lr=CIFAR_AE_LR),
     "cifar10_raegan": _preset("cifar10_raegan", "cifar10", "raegan", passes=3, epochs=20,
-                              train=20000, test=2000, recon_loss="bce", stage_policy="phases"),
+                              train=20000, test=2000, recon_loss="bce", stage_policy="phases",
+                              ae_lr=CIFAR_AE_LR),
 }
 
 
