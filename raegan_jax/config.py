@@ -62,6 +62,10 @@ class DataConfig:
     train_examples: int = 0  # 0 = every training image available
     test_examples: int = 0  # 0 = every test image available
     subset: str = "first"  # "first" N images, or a seeded "sample" of N
+    # True: every epoch trains on train_examples images drawn afresh, by the
+    # sweep's permutation, from the whole training split (the DataLoader
+    # pattern "stop after N images of a shuffled full set"); False: the same N.
+    resample_train: bool = False
     data_dir: str = ""  # "" = search the default locations (see data.py)
     source: str = "auto"  # "auto" | "local" (raw files) | "tfds" (standard builders, may download)
 
@@ -339,6 +343,8 @@ def validate(cfg: Config) -> None:
            f"must be 'auto', 'local' or 'tfds', got {d.source!r}")
     _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _check(not d.resample_train or d.train_examples > 0, "data.resample_train",
+           "needs data.train_examples > 0 (how many images each epoch draws)")
     if d.train_examples:
         _check(d.train_examples >= t.batch_size, "data.train_examples",
                f"({d.train_examples}) must be at least train.batch_size ({t.batch_size})")

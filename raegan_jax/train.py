@@ -11,6 +11,7 @@ order of sweep k is ``permutation(fold_in(seed, k))``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -213,18 +214,24 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
         raise ConfigError(str(e)) from e
 
     t_start = time.perf_counter()
-    ds = data_lib.load(cfg, data_dir)
+    resample = cfg.data.resample_train
+    # Resampling keeps the whole training split on device; each sweep's permutation
+    # of it picks that sweep's train_examples images (its first spe * batch entries).
+    ds = data_lib.load(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_examples=0))
+                       if resample else cfg, data_dir)
     n_train, n_test = len(ds.train.images), len(ds.test.images)
-    if n_train < cfg.train.batch_size:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} exceeds the {n_train} training images")
-    _log(f"data: {ds.source}: {n_train} train / {n_test} test images")
+    n_used = min(cfg.data.train_examples, n_train) if resample else n_train
+    if n_used < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} exceeds the {n_used} training images")
+    _log(f"data: {ds.source}: {n_train} train / {n_test} test images"
+         + (f"; each epoch draws {n_used} of them afresh" if resample else ""))
     if ds.note:
         _log("!" * 78 + f"\n!! FEWER IMAGES THAN THE PRESET ASKS FOR: {ds.note}\n" + "!" * 78)
 
     workdir.mkdir(parents=True, exist_ok=True)
     if not resuming and _is_main():
         (workdir / "config.json").write_text(cfg.to_json())
-    spe = n_train // cfg.train.batch_size  # drop_remainder
+    spe = n_used // cfg.train.batch_size  # drop_remainder
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
 
     state = create_train_state(cfg, jax.random.key(cfg.train.seed))
@@ -407,6 +414,7 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         "family": cfg.model.family,
         "passes": cfg.model.passes,
         "train_examples": len(ds.train.images),
+        "resample_train": cfg.data.resample_train,  # then each epoch drew data.train_examples of them
         "test_examples": len(ds.test.images),
         "available_examples": list(ds.available),
         "data_source": ds.source,
