@@ -106,6 +106,27 @@ def plateau_exit_step(recs: list[dict], loss: str) -> int | None:
     return None
 
 
+def _final(wd: pathlib.Path) -> dict | None:
+    """A finished run's final numbers: its summary.json, or, for a run stopped after
+    its last epoch's record (before the summary was written), that record's values.
+    None for a run that did not finish its epochs."""
+    if (wd / "summary.json").exists():
+        return json.loads((wd / "summary.json").read_text())
+    recs = _records(wd)
+    if not recs or not (wd / "config.json").exists():
+        return None
+    cfg = json.loads((wd / "config.json").read_text())
+    last = recs[-1]
+    if last["epoch"] != cfg["train"]["epochs"] or "val/recon_loss" not in last:
+        return None
+    out = {k[4:]: v for k, v in last.items() if k.startswith("val/")}
+    out = {("val_" + k if k in ("recon_loss", "psnr", "ssim") else k): v for k, v in out.items()}
+    speeds = [r["images_per_sec"] for r in recs]
+    out.update(images_per_sec=float(np.median(speeds)), device=None, summary_missing=True,
+               wall_seconds=sum(r["epoch_seconds"] + r.get("compile_seconds", 0) for r in recs))
+    return out
+
+
 def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
     """Per run name: the seeds' final numbers and their mean and std."""
     out = []
@@ -113,9 +134,9 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
         seeds = []
         for s in e.get("seeds", [0]):
             wd = runs / e["name"] / f"seed{s}"
-            if not (wd / "summary.json").exists():
+            summ = _final(wd)
+            if summ is None:
                 continue
-            summ = json.loads((wd / "summary.json").read_text())
             cfg = json.loads((wd / "config.json").read_text())
             loss = cfg["train"]["recon_loss"]
             recs = _records(wd)

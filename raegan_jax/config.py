@@ -33,7 +33,7 @@ class ModelConfig:
     family: str = "ae"
     passes: int = 1
     # lax.scan unroll factor for the recursion; 0 means fully unrolled. On
-    # XLA:CPU a rolled scan over these convolutions is ~10x slower.
+    # XLA:CPU a rolled scan over these convolutions is 21-27x slower (benchmarks/RESULTS.md).
     unroll: int = 0
     # The AE runs the batch as this many independent chunks in one program (the
     # same values). XLA:CPU overlaps them across cores. 0 = auto: chunks of ~32
