@@ -1,7 +1,11 @@
-"""Builds the results table of experiments/RESULTS.md from finished runs.
+"""Builds the report-rerun table of experiments/RESULTS.md from finished runs.
 
 Usage: python experiments/make_results.py [RUNS_DIR]   (default ./runs)
-Prints a markdown table and copies each run's figures to experiments/figures/.
+
+``RUNS_DIR/<preset>`` is the run of ``bash experiments/run_report.sh RUNS_DIR`` (seed 0);
+``RUNS_DIR/<preset>_seed<S>`` are further seeds (``SEED=S``, same script, other workdir).
+Prints one markdown row per preset (mean ± std over the seeds found) and copies the
+seed-0 run's figures to experiments/figures/.
 """
 
 import json
@@ -9,8 +13,10 @@ import pathlib
 import shutil
 import sys
 
+import numpy as np
+
 REPORT = {  # the report's numbers (SPEC §5): (epochs, train/test asked, headline loss)
-    "mnist_ae": (100, "3000/600", "0.014 (train; val 0.0149)"),
+    "mnist_ae": (100, "3000/600", "0.014 train, 0.0149 val"),
     "cifar10_ae": (200, "10000/2000", "0.553"),
     "cifar10_rae": (150, "10000/2000", "0.559 (pass 1)"),
     "mnist_aegan": (200, "7000/2000", "0.509 (unreliable); D loss 0.02"),
@@ -19,25 +25,37 @@ REPORT = {  # the report's numbers (SPEC §5): (epochs, train/test asked, headli
 }
 
 
+def _pm(values, fmt="{:.4f}") -> str:
+    v = np.asarray(values, np.float64)
+    if v.ndim == 1:
+        v = v[:, None]
+    mean, std = v.mean(0), v.std(0)
+    if len(values) == 1:
+        return ", ".join(fmt.format(m) for m in mean)
+    return ", ".join(f"{fmt.format(m)} ± {fmt.format(s)}" for m, s in zip(mean, std))
+
+
 def main(runs: pathlib.Path) -> None:
     figs = pathlib.Path(__file__).parent / "figures"
     figs.mkdir(exist_ok=True)
-    print("| preset | data used (train/test) | epochs (ours / report) | val recon loss, pass 1..P | "
-          "final train recon, pass 1 | report | D acc real / fakes per pass (val) | wall | img/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| preset | seeds | data (train/test) | epochs | val loss per pass | PSNR dB per pass | "
+          "SSIM per pass | D acc real / fakes per pass (val) | report | wall (seed 0) | img/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, (rep_epochs, rep_data, rep_loss) in REPORT.items():
-        s_path = runs / preset / "summary.json"
-        if not s_path.exists():
-            print(f"| `{preset}` | – | – / {rep_epochs} | not run | | {rep_loss} | | | |")
+        dirs = [runs / preset] + sorted(runs.glob(f"{preset}_seed*"))
+        summ = [json.loads((d / "summary.json").read_text()) for d in dirs if (d / "summary.json").exists()]
+        if not summ:
+            print(f"| `{preset}` | 0 | – | – / {rep_epochs} | not run | | | | {rep_loss} | | |")
             continue
-        s = json.loads(s_path.read_text())
-        recs = [json.loads(l) for l in (runs / preset / "metrics.jsonl").read_text().splitlines()]
-        wall = sum(r["epoch_seconds"] + (r.get("compile_seconds") or 0) for r in recs)
-        d = (f"{s['d_real_acc']:.2f} / " + ", ".join(f"{v:.2f}" for v in s["d_fake_acc"])) if "d_real_acc" in s else "–"
-        print(f"| `{preset}` | {s['train_examples']}/{s['test_examples']} (asked {rep_data}) | "
-              f"{s['epochs']} / {rep_epochs} | " + ", ".join(f"{v:.4f}" for v in s["val_recon_loss"]) +
-              f" | {s['train_recon_loss'][0]:.4f} | {rep_loss} | {d} | {wall / 60:.1f} min | "
-              f"{s['images_per_sec']:.0f} |")
+        s0 = summ[0]
+        d = "–"
+        if "d_real_acc" in s0:
+            d = f"{_pm([s['d_real_acc'] for s in summ], '{:.2f}')} / {_pm([s['d_fake_acc'] for s in summ], '{:.2f}')}"
+        print(f"| `{preset}` | {len(summ)} | {s0['train_examples']}/{s0['test_examples']} "
+              f"(report {rep_data}) | {s0['epochs']} / {rep_epochs} | "
+              f"{_pm([s['val_recon_loss'] for s in summ])} | {_pm([s['val_psnr'] for s in summ], '{:.2f}')} | "
+              f"{_pm([s['val_ssim'] for s in summ], '{:.3f}')} | {d} | {rep_loss} | "
+              f"{s0['wall_seconds'] / 60:.1f} min | {np.median([s['images_per_sec'] for s in summ]):.0f} |")
         for name in ("reconstructions.png", "loss_curves.png", "d_accuracy.png"):
             if (runs / preset / name).exists():
                 shutil.copy(runs / preset / name, figs / f"{preset}_{name}")

@@ -45,7 +45,8 @@ def bench_config(dataset: str, family: str, passes: int, batch_size: int,
             "cifar10": {"ae": "cifar10_ae", "rae": "cifar10_rae", "aegan": "cifar10_aegan",
                         "raegan": "cifar10_raegan"}}[dataset][family]
     over = {"model.family": family, "model.passes": passes, "train.batch_size": batch_size,
-            "data.train_examples": 0, "gan.stage_policy": "phases"}  # phases: the stage stays put
+            "data.train_examples": 0, "data.resample_train": False,
+            "gan.stage_policy": "phases"}  # phases: the stage stays put
     over.update(overrides or {})
     return get_preset(base, over)
 

@@ -124,3 +124,41 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
         a.set_xlabel("epoch")
         a.legend(fontsize=7)
     return _finish(fig, path, title, suptitle=True)
+
+
+def diagnostics(histories: dict[str, Sequence[dict]], path: str | pathlib.Path,
+                title: str = "") -> pathlib.Path:
+    """Saves the plateau instruments (``train.diagnostics``) over epochs, one line per run.
+
+    Panels: the training reconstruction loss (pass 1), the output's spread
+    across the batch (~0 on the mean-image plateau), the largest dead-ReLU
+    fraction of any encoder layer, and the smallest encoder-layer gradient
+    norm (0 once the encoder is dead).
+
+    Args:
+      histories: ``{label: per-epoch records}`` of runs trained with
+        ``train.diagnostics=true``.
+      path: the PNG to write.
+      title: figure title.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    panels = [("train recon loss, pass 1", lambda h, _: train_recon_loss(h)[0]),
+              ("output std across the batch", lambda h, _: h["train/diag/out_batch_std"]),
+              ("max dead fraction, encoder layers",
+               lambda h, enc: max(h[f"train/diag/dead_frac/{k}"] for k in enc)),
+              ("min grad norm, encoder layers",
+               lambda h, enc: min(h[f"train/diag/grad_norm/{k}"] for k in enc))]
+    for label, hist in histories.items():
+        hist = [h for h in hist if "train/diag/out_batch_std" in h]
+        if not hist:
+            continue
+        enc = [k.split("/")[-1] for k in hist[0] if k.startswith("train/diag/dead_frac/enc")]
+        epochs = [h["epoch"] for h in hist]
+        for ax, (name, fn) in zip(axes, panels):
+            ax.plot(epochs, [fn(h, enc) for h in hist], label=label)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("epoch")
+    axes[3].set_yscale("symlog", linthresh=1e-4)
+    axes[0].legend(fontsize=7)
+    return _finish(fig, path, title, suptitle=True)

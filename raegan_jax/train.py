@@ -455,6 +455,9 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
     figures.reconstruction_grid(np.asarray(x), outs, workdir / "reconstructions.png", title)
     if history:
         figures.loss_curves(history, workdir / "loss_curves.png", f"{cfg.preset} reconstruction loss")
+        if cfg.train.diagnostics:
+            figures.diagnostics({cfg.preset: history}, workdir / "diagnostics.png",
+                                f"{cfg.preset}: plateau instruments")
         if cfg.is_gan and all("val/d_fake_acc" in h for h in history):
             figures.fool_rates(history, workdir / "d_accuracy.png",
                                f"{cfg.preset}: can the AE fool D at every pass?")

@@ -129,3 +129,42 @@ def test_ahead_of_time_compile_is_the_only_compile(key):
     assert step.compiles() == 1 and int(state.step) == 3
     with pytest.raises(Exception):  # another shape is refused, not silently compiled
         step(state, jnp.zeros((64, 28, 28, 1)))
+
+
+def test_diagnostics_see_a_dead_encoder_and_a_constant_output(key):
+    from raegan_jax import diagnostics, losses
+    cfg = rj.get_preset("cifar10_ae")
+    ae, _ = rj.build_models(cfg)
+    params = rj.create_train_state(cfg, key).ae_params
+    x = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3))
+    obj = lambda p: losses.recon_loss(ae.apply({"params": p}, x, method="logits"), x, "bce").mean()  # noqa: E731
+    alive = diagnostics.ae_diagnostics(ae, params, x, obj)
+    assert alive["diag/out_batch_std"] > 1e-4 and alive["diag/dead_frac/enc_stem"] < 1.0
+    # Kill the first layer: biases far below zero make every ReLU output 0.
+    dead = jax.tree.map(lambda a: a, params)
+    dead["enc_stem"] = {**dead["enc_stem"], "bias": jnp.full_like(dead["enc_stem"]["bias"], -100.0)}
+    m = diagnostics.ae_diagnostics(ae, dead, x, obj)
+    assert float(m["diag/dead_frac/enc_stem"]) == 1.0
+    assert float(m["diag/out_batch_std"]) < 1e-6  # one image for every input: the plateau
+    assert float(m["diag/grad_norm/enc_stem"]) == 0.0  # nothing reaches the dead layer
+    assert float(m["diag/grad_norm/dec_out"]) > 0.0
+
+
+def test_diagnostics_flag_logs_and_plots(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.diagnostics": True})
+    train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    (rec,) = records(tmp_path / "run")
+    assert 0.0 <= rec["train/diag/dead_frac/enc_conv0"] <= 1.0
+    assert rec["train/diag/grad_norm/dec_up2"] > 0.0 and "train/diag/out_batch_std" in rec
+    assert (tmp_path / "run" / "diagnostics.png").exists()
+
+
+def test_resampled_epochs_draw_from_the_whole_split(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_ae", {**TINY, "data.resample_train": True, "data.train_examples": 64,
+                                     "train.epochs": 2})
+    summary = train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    assert [r["steps"] for r in records(tmp_path / "run")] == [2, 2]  # 64 images per epoch
+    assert summary["train_examples"] == 256 and summary["resample_train"]  # drawn from all 256
+    first = set(np.asarray(rj.epoch_permutation(cfg.train.seed, 0, 256))[:64].tolist())
+    second = set(np.asarray(rj.epoch_permutation(cfg.train.seed, 1, 256))[:64].tolist())
+    assert first != second  # each epoch its own images
