@@ -24,10 +24,10 @@ import functools
 import time
 from typing import Any, Callable
 
+import dm_pix as pix
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import dm_pix as pix
 import optax
 from jax.sharding import Mesh
 
@@ -178,17 +178,22 @@ def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
     return out[0], out[1:]
 
 
-def _gan_metrics(b: Bound, loss: jax.Array, recon_obj: jax.Array, per_pass: jax.Array,
-                 adv_weighted: jax.Array, real_l: jax.Array, fake_l: jax.Array) -> Metrics:
-    """A GAN step's metrics. ``loss`` is the objective the step optimised (the AE's
-    or D's); ``recon_objective`` and ``adv_weighted`` are the AE objective's parts
-    (``adv_weighted`` is 0 where the adversarial term was not optimised)."""
+def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: jax.Array,
+                 fake_l: jax.Array, adv_on: jax.Array | bool = False) -> Metrics:
+    """A GAN step's metrics, and the AE's objective (the one place it is defined).
+
+    ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``
+    (``gan.adv_weight`` x the adversarial term summed over passes, 0 unless
+    ``adv_on``). D's update replaces ``loss`` by D's loss, which it optimises.
+    """
+    adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
+    adv_weighted = jnp.where(adv_on, b.cfg.gan.adv_weight * adv.sum(), 0.0)
     return {
-        "loss": loss,
+        "loss": recon_obj + adv_weighted,
         "recon_objective": recon_obj,
         "adv_weighted": adv_weighted,
         "recon_loss": per_pass,
-        "adv_loss": losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss),
+        "adv_loss": adv,
         "d_loss": losses.d_loss(real_l, fake_l),
         "d_real_acc": losses.accuracy_real(real_l),
         "d_fake_acc": losses.accuracy_fake(fake_l),
@@ -220,7 +225,7 @@ def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     else:
         real_l, fake_l = d_logits(b, state.d_params, images,
                                   jax.lax.stop_gradient(to_images(logits)))
-        metrics = _gan_metrics(b, obj, obj, per_pass, jnp.zeros(()), real_l, fake_l)
+        metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
     return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
 
 
@@ -242,8 +247,8 @@ def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     obj, per_pass = recon_objective(b, logits, images, pidx)
     grads, (real_l, fake_l) = _d_grads(b, state.d_params, images, to_images(logits))
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, grads)
-    metrics = _gan_metrics(b, losses.d_loss(real_l, fake_l), obj, per_pass, jnp.zeros(()),
-                           real_l, fake_l)
+    metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+    metrics["loss"] = metrics["d_loss"]  # what this step optimised
     return state.replace(d_params=d_params, d_opt_state=d_opt), metrics
 
 
@@ -264,10 +269,8 @@ def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
         logits = ae_logits(b, p, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
         fake_l = b.disc.apply({"params": state.d_params}, to_images(logits))  # [P, B]
-        adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
-        adv_weighted = jnp.where(adv_on, b.cfg.gan.adv_weight * adv.sum(), 0.0)
-        loss = obj + adv_weighted
-        return loss, (_gan_metrics(b, loss, obj, per_pass, adv_weighted, real_l, fake_l), logits)
+        m = _gan_metrics(b, obj, per_pass, real_l, fake_l, adv_on)
+        return m["loss"], (m, logits)
 
     (_, (metrics, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
     return grads, metrics, logits
