@@ -1,0 +1,92 @@
+"""The remedies as config fields: learning-rate schedules, clipping, init_from."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import raegan_jax as rj
+from raegan_jax.checkpoint import CheckpointError
+from raegan_jax.parallel import make_mesh
+from raegan_jax.state import learning_rate, make_optimizers
+from raegan_jax.train import _init_from, train_and_evaluate
+
+from conftest import TINY
+
+
+def test_warmup_then_constant_and_cosine_schedules():
+    cfg = rj.get_preset("cifar10_ae", {"train.warmup_steps": 10})
+    lr = learning_rate(cfg, 1e-3)
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-4) and float(lr(50)) == pytest.approx(1e-3)
+    cfg = rj.get_preset("cifar10_ae", {"train.lr_schedule": "cosine", "train.warmup_steps": 10,
+                                       "train.decay_steps": 110})
+    lr = learning_rate(cfg, 1e-3)
+    assert float(lr(10)) == pytest.approx(1e-3) and float(lr(60)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(lr(110)) == pytest.approx(0.0, abs=1e-9)
+    # decay_steps=0 means the whole run: epochs x steps per epoch.
+    cfg = rj.get_preset("cifar10_ae", {"train.lr_schedule": "cosine", "train.epochs": 4})
+    assert float(learning_rate(cfg, 1e-3, steps_per_epoch=25)(100)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(rj.ConfigError, match="steps_per_epoch"):
+        rj.make_train_step(cfg)  # a cosine over "the whole run" needs its length
+
+
+def test_gradient_clipping_clips_before_adam(key):
+    cfg = rj.get_preset("mnist_ae", {"train.grad_clip_norm": 0.5})
+    ae_tx, _ = make_optimizers(cfg)
+    params = {"w": jnp.zeros((3,))}
+    g = {"w": jnp.asarray([3.0, 4.0, 0.0])}  # norm 5 -> clipped to norm 0.5
+    state = ae_tx.init(params)
+    _, state = ae_tx.update(g, state, params)
+    adam_state = state[1][0]
+    np.testing.assert_allclose(np.asarray(adam_state.mu["w"]), 0.1 * np.array([0.3, 0.4, 0.0]), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory, tiny_mnist):
+    wd = tmp_path_factory.mktemp("src") / "ae"
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 1})
+    train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
+    return wd, cfg
+
+
+def _final_ae(wd, cfg):
+    from raegan_jax.checkpoint import Checkpointer
+    ck = Checkpointer(wd / "checkpoints")
+    st = ck.restore(ck.latest_epoch(), rj.create_train_state(cfg, jax.random.key(0)))
+    ck.close()
+    return st.ae_params
+
+
+@pytest.mark.parametrize("where", ["workdir", "checkpoint"])
+def test_init_from_starts_the_ae_from_another_run(source_run, where):
+    wd, src_cfg = source_run
+    path = wd if where == "workdir" else wd / "checkpoints" / "1"
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "model.family": "raegan", "model.passes": 2,
+                                        "train.init_from": str(path)})
+    fresh = rj.create_train_state(cfg, jax.random.key(1))
+    state = _init_from(cfg, fresh, make_mesh())
+    want = _final_ae(wd, src_cfg)
+    for a, b in zip(jax.tree.leaves(state.ae_params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(state.d_params), jax.tree.leaves(fresh.d_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # D stays fresh
+    assert int(state.step) == 0  # a new run, not a resume
+
+
+@pytest.mark.parametrize("preset,over,match", [
+    ("cifar10_ae", {}, "mnist model cannot start a cifar10 run"),
+    ("mnist_ae", {**TINY, "model.latent_dim": 8}, "other layers or shapes"),
+    ("mnist_ae", {**TINY, "model.family": "aegan", "train.init_from_d": True}, "holds no discriminator"),
+])
+def test_init_from_mismatch_is_one_clear_error(source_run, preset, over, match):
+    wd, _ = source_run
+    cfg = rj.get_preset(preset, {**over, "train.init_from": str(wd)})
+    with pytest.raises(rj.ConfigError, match=match):
+        _init_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh())
+
+
+def test_init_from_a_missing_path_is_named(tmp_path):
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.init_from": str(tmp_path / "nothing")})
+    with pytest.raises(CheckpointError, match="nothing"):
+        _init_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh())
