@@ -163,7 +163,6 @@ def _epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict
     return rec
 
 
-
 class _Evaluator:
     """Evaluates the state on the test set, held on device as sharded, zero-padded batches."""
 
