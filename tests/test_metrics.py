@@ -151,7 +151,7 @@ def test_diagnostics_see_a_dead_encoder_and_a_constant_output(key):
 
 
 def test_diagnostics_flag_logs_and_plots(tmp_path, tiny_mnist):
-    cfg = rj.get_preset("mnist_ae", {**TINY, "train.diagnostics": True})
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.diagnostics": True, "train.epochs": 1})
     train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
     (rec,) = records(tmp_path / "run")
     assert 0.0 <= rec["train/diag/dead_frac/enc_conv0"] <= 1.0
