@@ -63,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "presets":
         for name, cfg in PRESETS.items():
+            gan = (f"policy={cfg.gan.stage_policy} adv_weight={cfg.gan.adv_weight:g}" if cfg.is_gan
+                   else "policy=-")
             print(f"{name:16s} {cfg.model.family:7s} passes={cfg.model.passes} epochs={cfg.train.epochs:<4d}"
-                  f"train/test={cfg.data.train_examples}/{cfg.data.test_examples} "
-                  f"loss={cfg.train.recon_loss} policy={cfg.gan.stage_policy if cfg.is_gan else '-'}")
+                  f"train/test={cfg.data.train_examples}/{cfg.data.test_examples}"
+                  f"{' (resampled)' if cfg.data.resample_train else ''} "
+                  f"loss={cfg.train.recon_loss} ae_lr={cfg.train.ae_lr:g} {gan}")
         return 0
     from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
     try:
