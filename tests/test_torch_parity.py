@@ -28,13 +28,13 @@ RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def real_batches():
+def real_batches(tiny_mnist, tiny_cifar):
     """Four batches of 8 real training images per dataset, float32 NHWC in [0, 1]."""
     out = {}
-    for ds in ("mnist", "cifar10"):
+    for ds, data_dir in (("mnist", tiny_mnist), ("cifar10", tiny_cifar)):
         cfg = rj.get_preset(PRESET[ds], {"data.train_examples": 32, "data.test_examples": 8,
                                          "train.batch_size": 8})
-        imgs = rj.load_data(cfg).train.images.astype(np.float32) / 255.0
+        imgs = rj.load_data(cfg, str(data_dir)).train.images.astype(np.float32) / 255.0
         out[ds] = [imgs[i * 8:(i + 1) * 8] for i in range(4)]
     return out
 
