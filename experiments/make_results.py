@@ -51,7 +51,9 @@ def main(runs: pathlib.Path) -> None:
         d = "–"
         if "d_real_acc" in s0:
             d = f"{_pm([s['d_real_acc'] for s in summ], '{:.2f}')} / {_pm([s['d_fake_acc'] for s in summ], '{:.2f}')}"
-        print(f"| `{preset}` | {len(summ)} | {s0['train_examples']}/{s0['test_examples']} "
+        train = (f"{s0['train_examples']} pool, resampled" if s0.get("resample_train")
+                 else s0["train_examples"])
+        print(f"| `{preset}` | {len(summ)} | {train}/{s0['test_examples']} "
               f"(report {rep_data}) | {s0['epochs']} / {rep_epochs} | "
               f"{_pm([s['val_recon_loss'] for s in summ])} | {_pm([s['val_psnr'] for s in summ], '{:.2f}')} | "
               f"{_pm([s['val_ssim'] for s in summ], '{:.3f}')} | {d} | {rep_loss} | "
