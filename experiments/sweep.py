@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from raegan_jax.figures import train_recon_loss
+
 # A run is on the mean-image plateau while its reconstruction loss stays near
 # that of one constant image for every input (measured: CIFAR-10 BCE 0.691,
 # MNIST MSE ~0.067); it has left once the loss is below these.
@@ -90,17 +92,13 @@ def _records(wd: pathlib.Path) -> list[dict]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
 
-def _train_recon(rec: dict) -> list[float] | None:
-    return rec.get("train/recon_loss", rec.get("train/recon_sweep/recon_loss"))
-
-
 def plateau_exit_step(recs: list[dict], loss: str) -> int | None:
     """The step count at the end of the first epoch whose training reconstruction
     loss, at every pass, is below the plateau (None: never left it)."""
     steps = 0
     for r in recs:
         steps += r["steps"]
-        tr = _train_recon(r)
+        tr = train_recon_loss(r)
         if tr is not None and max(tr) < PLATEAU_EXIT[loss]:
             return steps
     return None

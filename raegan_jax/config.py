@@ -159,12 +159,15 @@ IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: int,
             train: int, test: int, recon_loss: str, stage_policy: str = "threshold",
-            ae_lr: float = 5e-3, adv_weight: float = 1.0) -> Config:
+            ae_lr: float = 5e-3, adv_weight: float = 1.0, resample_train: bool = False,
+            warmup_steps: int = 0) -> Config:
     return resolve(Config(
         preset=name,
         model=ModelConfig(family=family, passes=passes),
-        data=DataConfig(dataset=dataset, train_examples=train, test_examples=test),
-        train=TrainConfig(epochs=epochs, recon_loss=recon_loss, ae_lr=ae_lr),
+        data=DataConfig(dataset=dataset, train_examples=train, test_examples=test,
+                        resample_train=resample_train),
+        train=TrainConfig(epochs=epochs, recon_loss=recon_loss, ae_lr=ae_lr,
+                          warmup_steps=warmup_steps),
         gan=GanConfig(stage_policy=stage_policy, adv_weight=adv_weight),
     ))
 
@@ -206,11 +209,8 @@ MNIST_AE_WARMUP = 500
 CIFAR_AE_LR = 1e-3
 GAN_ADV_WEIGHT = 0.01
 PRESETS: dict[str, Config] = {
-    "mnist_ae": dataclasses.replace(
-        _preset("mnist_ae", "mnist", "ae", epochs=100, train=3000, test=600, recon_loss="mse"),
-        data=DataConfig(dataset="mnist", train_examples=3000, test_examples=600,
-                        resample_train=True),
-        train=TrainConfig(epochs=100, recon_loss="mse", warmup_steps=MNIST_AE_WARMUP)),
+    "mnist_ae": _preset("mnist_ae", "mnist", "ae", epochs=100, train=3000, test=600,
+                        recon_loss="mse", resample_train=True, warmup_steps=MNIST_AE_WARMUP),
     "cifar10_ae": _preset("cifar10_ae", "cifar10", "ae", epochs=200, train=10000, test=2000,
                           recon_loss="bce", ae_lr=CIFAR_AE_LR),
     "cifar10_rae": _preset("cifar10_rae", "cifar10", "rae", passes=3, epochs=150, train=10000,
