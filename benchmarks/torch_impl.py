@@ -150,12 +150,12 @@ class TorchTrainer:
         return torch.tensor([cycle_pass(self.seed, self.step_count, i, self.steps_per_epoch,
                                         batch_size, self.passes) for i in range(batch_size)])
 
-    def ae_step(self, x):
+    def ae_step(self, x, adversarial=True):
         """Reconstruction (+ adversarial for GAN families) update of the AE; D frozen."""
         self.ae_opt.zero_grad(set_to_none=True)
         logits = self._passes(x)
         loss = self._objective(logits, x)
-        if self.gan:
+        if self.gan and adversarial:
             p, b = logits.shape[:2]
             fake = self.d_fn(torch.sigmoid(logits).reshape(p * b, *x.shape[1:]))
             adv = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake), reduction="none")
@@ -164,6 +164,10 @@ class TorchTrainer:
         self.ae_opt.step()
         self.step_count += 1
         return loss
+
+    def recon_step(self, x):
+        """Reconstruction-only update of the AE (pretraining, the phases' first sweep)."""
+        return self.ae_step(x, adversarial=False)
 
     def d_step(self, x):
         """D learns real -> 1, every pass's reconstruction -> 0; AE frozen."""

@@ -24,14 +24,16 @@ _EXPORTS = {
     "raegan_jax.config": ["PRESETS", "Config", "ConfigError", "DataConfig", "GanConfig",
                           "ModelConfig", "TrainConfig", "apply_overrides", "get_preset"],
     "raegan_jax.models": ["Cifar10AE", "DenseDiscriminator", "MnistAE", "build_models", "to_images"],
-    "raegan_jax.parallel": ["make_mesh"],
+    "raegan_jax.parallel": ["initialize_distributed", "make_mesh"],
     "raegan_jax.cycle": ["cycle_offset", "cycle_pass"],
     "raegan_jax.data": ["load_data"],
     "raegan_jax.recursion": ["rae_objective", "recursive_apply"],
     "raegan_jax.state": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state"],
-    "raegan_jax.steps": ["epoch_permutation", "make_eval_step", "make_multi_step", "make_train_step",
-                         "steps_per_epoch"],
-    "raegan_jax.train": ["train_and_evaluate"],
+    "raegan_jax.steps": ["steps_per_epoch", "train_step_fn"],
+    "raegan_jax.programs": ["epoch_permutation", "make_eval_step", "make_multi_step",
+                            "make_train_step", "sweep_batches"],
+    "raegan_jax.stages": ["sweep_plan"],
+    "raegan_jax.train": ["Preempted", "train_and_evaluate"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

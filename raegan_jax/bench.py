@@ -3,9 +3,13 @@
 What is timed is the jitted train step of a family on random images of the
 dataset's shape: compile time (ahead-of-time lower + compile) apart from the
 steady state; each repeat is one step ended by ``block_until_ready``; numbers
-are medians over repeats. GAN families get one row per stage: ``ae`` (the AE
-learns against a frozen D) and ``d`` (D learns against a frozen AE), since a
-training run mixes both and their costs differ. With ``--torch`` the PyTorch implementation in
+are medians over repeats. GAN families get one row per stage: ``recon`` (the
+AE learns reconstruction only), ``ae`` (the AE learns against a frozen D) and
+``d`` (D learns against a frozen AE), since a training run mixes them and
+their costs differ; each stage is timed twice, as the program specialised to
+it (``jax``: what a ``phases`` or pretraining sweep runs) and as the one
+program whose on-device flag picks the stage (``jax one-program``: what
+``threshold`` and ``alternate`` run). With ``--torch`` the PyTorch implementation in
 ``benchmarks/torch_impl.py`` runs the same model and step on the same batch,
 its repeats interleaved with JAX's in one process, and the ratio is printed.
 """
@@ -29,8 +33,8 @@ import numpy as np
 
 from raegan_jax.config import Config, get_preset
 from raegan_jax.parallel import replicated
-from raegan_jax.state import STAGE_AE, STAGE_D, create_train_state
-from raegan_jax.steps import epoch_permutation, make_multi_step, make_train_step
+from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
+from raegan_jax.programs import make_multi_step, make_train_step, sweep_batches
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The benchmarks step one batch over and over; the cycle schedule needs a sweep
@@ -56,14 +60,25 @@ def _images(cfg: Config, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (batch, *shape)).astype(np.float32)
 
 
-class JaxRunner:
-    """One jitted train step, compiled ahead of time, stepping its own state in one stage."""
+STAGES = {"ae": STAGE_AE, "d": STAGE_D, "recon": STAGE_RECON}
 
-    def __init__(self, cfg: Config, stage: str = "ae"):
+
+class JaxRunner:
+    """One jitted train step, compiled ahead of time, stepping its own state in one stage.
+
+    Args:
+      cfg: the benchmark's config.
+      stage: "ae", "d" or "recon" (GAN families), "-" otherwise.
+      one_program: time the one program whose on-device flag picks the stage,
+        instead of the program specialised to ``stage``.
+    """
+
+    def __init__(self, cfg: Config, stage: str = "ae", one_program: bool = False):
         self.cfg = cfg
-        step = make_train_step(cfg, steps_per_epoch=BENCH_STEPS_PER_EPOCH)
+        fixed = STAGES.get(stage) if cfg.is_gan and not one_program else None
+        step = make_train_step(cfg, steps_per_epoch=BENCH_STEPS_PER_EPOCH, stage=fixed)
         state = create_train_state(cfg, jax.random.key(0)).replace(
-            stage=jnp.int32(STAGE_D if stage == "d" else STAGE_AE))
+            stage=jnp.int32(STAGES.get(stage, STAGE_AE)))
         self.state = jax.device_put(state, replicated(step.mesh))
         self.x = jax.device_put(_images(cfg, cfg.train.batch_size),
                                 jax.sharding.NamedSharding(step.mesh, jax.sharding.PartitionSpec("data")))
@@ -99,7 +114,8 @@ class TorchRunner:
                                     device=self.device)
         self.x = torch.from_numpy(_images(cfg, cfg.train.batch_size).transpose(0, 3, 1, 2).copy()
                                   ).to(self.device)
-        self.step = self.trainer.d_step if stage == "d" else self.trainer.ae_step
+        self.step = {"d": self.trainer.d_step, "recon": self.trainer.recon_step}.get(
+            stage, self.trainer.ae_step)
         t = time.perf_counter()
         self.once()  # first call (torch.compile compiles here)
         self.compile_s = time.perf_counter() - t
@@ -145,18 +161,28 @@ def bench_steps(datasets, families, batches, passes_list, repeats, warmup, torch
             for batch in batches:
                 # the single-pass families run once, at passes=1
                 for passes, stage in [(p, s) for p in (passes_list if family in ("rae", "raegan") else [1])
-                                      for s in (("ae", "d") if family in ("aegan", "raegan") else ("-",))]:
+                                      for s in (("recon", "d", "ae") if family in ("aegan", "raegan")
+                                                else ("-",))]:
                     cfg = bench_config(dataset, family, passes, batch, overrides)
                     runners: dict[str, object] = {"jax": JaxRunner(cfg, stage)}
+                    if cfg.is_gan:
+                        runners["jax one-program"] = JaxRunner(cfg, stage, one_program=True)
                     for mode in torch_modes:
                         runners[mode] = TorchRunner(cfg, compile=mode == "torch.compile", stage=stage)
                     times = interleaved(runners, repeats, warmup)
                     jr = _row("jax", cfg, times["jax"], runners["jax"].compile_s,
                               {"xla_memory_bytes": runners["jax"].xla_bytes}, stage)
                     rows.append(jr)
-                    msg = (f"{dataset:8s} {family:7s} {stage:2s} B={batch:<5d} passes={passes} "
+                    msg = (f"{dataset:8s} {family:7s} {stage:5s} B={batch:<5d} passes={passes} "
                            f"jax {jr['ms_per_step']:8.1f} ms ({jr['images_per_sec']:8.0f} img/s, "
                            f"compile {jr['compile_s']:.1f}s)")
+                    if "jax one-program" in runners:
+                        r1 = runners["jax one-program"]
+                        o = _row("jax one-program", cfg, times["jax one-program"], r1.compile_s,
+                                 {"xla_memory_bytes": r1.xla_bytes}, stage)
+                        o["jax_speedup"] = o["ms_per_step"] / jr["ms_per_step"]
+                        rows.append(o)
+                        msg += f" | one-program {o['ms_per_step']:8.1f} ms"
                     for mode in torch_modes:
                         tr = _row(mode, cfg, times[mode], runners[mode].compile_s, stage=stage)
                         tr["jax_speedup"] = tr["ms_per_step"] / jr["ms_per_step"]
@@ -174,19 +200,19 @@ def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int,
             ).astype(np.uint8)
     spe = n
     rows = []
-    dev_data, perm = jnp.asarray(data), epoch_permutation(0, 0, n * batch)
     for label, k in (("device-fed, 1 step/call", 1), (f"device-fed, {n} steps/call", n)):
         fn = make_multi_step(cfg, k, steps_per_epoch=spe)
+        batches = sweep_batches(data, np.arange(n * batch), spe, batch, fn.mesh)
         state = create_train_state(cfg, jax.random.key(0))
         t = time.perf_counter()
-        state, s = fn(state, dev_data, perm)
+        state, s = fn(state, batches)
         jax.block_until_ready(s)
         compile_s = time.perf_counter() - t
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
             for _ in range(n // k):
-                state, s = fn(state, dev_data, perm)
+                state, s = fn(state, batches)
             jax.block_until_ready((state, s))
             times.append((time.perf_counter() - t) / n)
         rows.append(_row(label, cfg, times, compile_s))

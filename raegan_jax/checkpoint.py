@@ -1,21 +1,43 @@
 """Orbax checkpoints of the train state. The only module that imports Orbax.
 
-A checkpoint is saved under ``<workdir>/checkpoints/<epoch>/`` with two items:
-``state`` (the :class:`~raegan_jax.state.TrainState` pytree) and ``meta``
-(JSON: the config and the epoch). Saving is collective across processes.
+A checkpoint is saved under ``<workdir>/checkpoints/<step>/`` (``step`` = the
+state's global step count) with two items: ``state`` (the
+:class:`~raegan_jax.state.TrainState` pytree) and ``meta`` (JSON: the config,
+the epochs completed and, for a checkpoint taken mid-epoch, where in the epoch
+it stopped). Saving and restoring are collective across processes.
+
+Integrity: after Orbax commits a checkpoint, process 0 writes
+``raegan_sha256.json``, the SHA-256 of every file in it. Resuming checks those
+digests *before* Orbax reads a byte, so a corrupt, truncated or half-written
+checkpoint is found without Orbax failing mid-read (which leaves TensorStore
+callbacks firing into a closed event loop); it is then moved, whole, to
+``<workdir>/checkpoints_set_aside/`` (never deleted) and the next older one
+is tried.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import pathlib
+import shutil
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
+from raegan_jax.parallel import barrier
+
+DIGESTS = "raegan_sha256.json"
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used. The message names it."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint whose files are damaged or missing (as opposed to one of another model)."""
 
 
 class Checkpointer:
@@ -24,6 +46,7 @@ class Checkpointer:
     Args:
       directory: where the numbered checkpoints live.
       max_to_keep: how many of the newest checkpoints to keep.
+      create: create ``directory`` if missing; False opens it read-only.
     """
 
     def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3, create: bool = True):
@@ -34,50 +57,122 @@ class Checkpointer:
                                                  read_only=not create),
         )
 
-    def latest_epoch(self) -> int | None:
-        """The newest complete checkpoint's epoch, or None."""
+    def latest_step(self) -> int | None:
+        """The newest committed checkpoint's step, or None."""
         return self._mngr.latest_step()
 
-    def all_epochs(self) -> list[int]:
-        return list(self._mngr.all_steps())
+    def all_steps(self) -> list[int]:
+        """Every committed checkpoint's step, oldest first."""
+        return sorted(self._mngr.all_steps())
 
-    def path(self, epoch: int) -> pathlib.Path:
-        return self.directory / str(epoch)
+    def path(self, step: int) -> pathlib.Path:
+        return self.directory / str(step)
 
-    def save(self, epoch: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` and JSON ``meta`` as checkpoint ``epoch`` and waits for it."""
-        self._mngr.save(epoch, args=ocp.args.Composite(
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves ``state`` and JSON ``meta`` as checkpoint ``step``, waits, then writes its digests."""
+        self._mngr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         self._mngr.wait_until_finished()
+        if jax.process_index() == 0:
+            _write_digests(self.path(step))
+        barrier(f"raegan_checkpoint_digests_{step}")  # nobody reads them half-written
 
-    def read_meta(self, epoch: int) -> dict:
-        """Reads only the JSON metadata of checkpoint ``epoch``."""
+    def read_meta(self, step: int) -> dict:
+        """Reads only the JSON metadata of checkpoint ``step``.
+
+        Raises:
+          CorruptCheckpoint: naming it, if the metadata cannot be read.
+        """
         try:
-            out = self._mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            out = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 -- Orbax raises many types
-            raise CheckpointError(f"checkpoint {self.path(epoch)} is unreadable: {_short(e)}") from e
+            raise CorruptCheckpoint(f"checkpoint {self.path(step)} is unreadable: {_short(e)}") from e
         return dict(out["meta"])
 
-    def restore(self, epoch: int, like: Any) -> Any:
-        """Restores checkpoint ``epoch`` into the structure, shapes and shardings of ``like``.
+    def verify(self, step: int) -> None:
+        """Checks every file of checkpoint ``step`` against its digests (if it has them).
+
+        Raises:
+          CorruptCheckpoint: naming the checkpoint and the first bad file.
+        """
+        root = self.path(step)
+        digests = root / DIGESTS
+        if not digests.exists():
+            return  # written before digests existed, or killed between commit and digests
+        try:
+            want = json.loads(digests.read_text())
+        except (OSError, ValueError) as e:
+            raise CorruptCheckpoint(f"checkpoint {root}: its {DIGESTS} is unreadable ({e})") from e
+        for rel, digest in want.items():
+            f = root / rel
+            if not f.is_file():
+                raise CorruptCheckpoint(f"checkpoint {root}: {rel} is missing")
+            if _sha256(f) != digest:
+                raise CorruptCheckpoint(f"checkpoint {root}: {rel} is damaged (its SHA-256 differs)")
+
+    def restore(self, step: int, like: Any) -> Any:
+        """Restores checkpoint ``step`` into the structure, shapes and shardings of ``like``.
 
         Raises:
           CheckpointError: naming the checkpoint, if it is corrupt or its
             structure or shapes differ from ``like``.
         """
+        self.verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
-            out = self._mngr.restore(epoch, args=ocp.args.Composite(
+            out = self._mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))
             state = out["state"]
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(
-                f"checkpoint {self.path(epoch)} cannot be restored into this model: {_short(e)}") from e
+                f"checkpoint {self.path(step)} cannot be restored into this model: {_short(e)}") from e
         want = jax.tree.map(lambda x: (x.shape, x.dtype), like)
         got = jax.tree.map(lambda x: (x.shape, x.dtype), state)
         if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-            raise CheckpointError(f"checkpoint {self.path(epoch)} holds other shapes than this model")
+            raise CheckpointError(f"checkpoint {self.path(step)} holds other shapes than this model")
         return state
+
+    def restore_newest(self, like: Any, check_meta: Callable[[pathlib.Path, dict], None],
+                       log: Callable[[str], None] = print) -> tuple[int, Any, dict] | None:
+        """Restores the newest intact checkpoint, setting damaged ones aside.
+
+        Args:
+          like: the state whose structure, shapes and shardings to restore into.
+          check_meta: raises :class:`CheckpointError` if a checkpoint's meta
+            belongs to another model or dataset (that stays an error: it is
+            not damage, and no older checkpoint would be better).
+          log: prints the one-line report of each checkpoint set aside.
+
+        Returns:
+          ``(step, state, meta)`` of the newest intact checkpoint, or None if
+          there is none (every damaged one was set aside).
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                self.verify(step)
+                meta = self.read_meta(step)
+                check_meta(self.path(step), meta)
+                # Meta and digests check out and the config matches: a failure
+                # to restore now can only be damage that predates the digests.
+                try:
+                    return step, self.restore(step, like), meta
+                except CheckpointError as e:
+                    raise CorruptCheckpoint(str(e)) from e
+            except CorruptCheckpoint as e:
+                where = self.set_aside(step)
+                log(f"{e}; set aside in {where}; trying the one before it")
+        return None
+
+    def set_aside(self, step: int) -> pathlib.Path:
+        """Moves checkpoint ``step``, whole, to ``<workdir>/checkpoints_set_aside/``; returns where."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        dest = self.directory.parent / "checkpoints_set_aside" / f"{step}-{stamp}"
+        if jax.process_index() == 0:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.path(step)), str(dest))
+        barrier(f"raegan_set_aside_{step}_{stamp}")
+        self._mngr.reload()
+        return dest
 
     def close(self) -> None:
         self._mngr.close()
@@ -88,7 +183,7 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
 
     Args:
       path: a workdir (its newest checkpoint is used), its ``checkpoints``
-        folder, or one checkpoint folder ``.../checkpoints/<epoch>``.
+        folder, or one checkpoint folder ``.../checkpoints/<step>``.
       template: maps the source run's config dict to a state of its
         structure (restored into; its values are discarded).
 
@@ -102,22 +197,38 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
     if p.name.isdigit() and p.is_dir():
-        directory, epoch = p.parent, int(p.name)
+        directory, step = p.parent, int(p.name)
     elif p.is_dir():
-        directory, epoch = p, None
+        directory, step = p, None
     else:
         raise CheckpointError(f"init_from {path}: no such workdir or checkpoint folder")
     ckpt = Checkpointer(directory, create=False)
     try:
-        epoch = ckpt.latest_epoch() if epoch is None else epoch
-        if epoch is None or epoch not in ckpt.all_epochs():
+        step = ckpt.latest_step() if step is None else step
+        if step is None or step not in ckpt.all_steps():
             raise CheckpointError(f"init_from {path}: no checkpoint found there")
-        meta = ckpt.read_meta(epoch)
+        meta = ckpt.read_meta(step)
         if "config" not in meta:
-            raise CheckpointError(f"init_from {path}: checkpoint {ckpt.path(epoch)} has no config")
-        return meta["config"], ckpt.restore(epoch, template(meta["config"]))
+            raise CheckpointError(f"init_from {path}: checkpoint {ckpt.path(step)} has no config")
+        return meta["config"], ckpt.restore(step, template(meta["config"]))
     finally:
         ckpt.close()
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_digests(root: pathlib.Path) -> None:
+    digests = {str(f.relative_to(root)): _sha256(f)
+               for f in sorted(root.rglob("*")) if f.is_file() and f.name != DIGESTS}
+    tmp = root / (DIGESTS + ".tmp")
+    tmp.write_text(json.dumps(digests, indent=0))
+    tmp.replace(root / DIGESTS)  # atomic: a digest file is whole or absent
 
 
 def _short(e: Exception) -> str:

@@ -1,6 +1,7 @@
 """The ``raegan`` command: a thin layer over :func:`raegan_jax.train.train_and_evaluate`.
 
     raegan train --preset NAME --workdir DIR [--set key=value ...] [--data-dir PATH]
+                 [--coordinator-address HOST:PORT --num-processes N --process-id I]
     raegan presets
     raegan bench [...]            (see benchmarks/)
 """
@@ -52,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config field, e.g. --set model.passes=3 (repeatable)")
     t.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = t.add_argument_group(
+        "several processes (one JAX system; without these, SLURM / Open MPI / a multi-host "
+        "TPU slice are detected)")
+    d.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                   help="process 0's address and a free port, the same for every process")
+    d.add_argument("--num-processes", type=int, default=None, metavar="N")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("bench", help="time the jitted train steps; `raegan bench --help`")
     args = parser.parse_args(argv)
@@ -70,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' (resampled)' if cfg.data.resample_train else ''} "
                   f"loss={cfg.train.recon_loss} ae_lr={cfg.train.ae_lr:g} {gan}")
         return 0
-    from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
+    if (args.coordinator_address is None) != (args.num_processes is None) or (
+            args.coordinator_address is None) != (args.process_id is None):
+        parser.error("--coordinator-address, --num-processes and --process-id go together")
+    from raegan_jax.parallel import initialize_distributed
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    from raegan_jax.train import Preempted, TrainingDiverged, WorkdirError, train_and_evaluate
     try:
         if args.data_dir is not None and not os.path.isdir(args.data_dir):
             raise DataError(f"--data-dir {args.data_dir} is not a directory")
@@ -79,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, WorkdirError, TrainingDiverged) as e:
         print(f"raegan: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"raegan: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
     except KeyboardInterrupt:
         print("raegan: interrupted; rerun the same command to resume from the last checkpoint",
               file=sys.stderr)

@@ -1,27 +1,19 @@
-"""Jitted train and eval steps for the four families, and the stage logic (SPEC §3–4).
+"""The train and eval steps of the four families, as pure functions (SPEC §3–4).
 
 Every family runs through :func:`train_step_fn`, a pure function of
 ``(bound, state, batch)``. ``bound`` carries the models, optimizers and static
-config; it is bound with ``functools.partial`` and never passed through jit.
-
-The stage flag (``state.stage``) selects which network learns, inside the one
-compiled program, through ``lax.switch``:
-
-* :data:`~raegan_jax.state.STAGE_AE` — the AE learns reconstruction plus the
-  adversarial term against the frozen D;
-* :data:`~raegan_jax.state.STAGE_D` — D learns real vs. fake against the frozen AE;
-* :data:`~raegan_jax.state.STAGE_RECON` — the AE learns reconstruction only.
-
-The ``threshold`` policy rewrites the flag on device after every step
-(:func:`next_stage`); ``alternate`` runs a D update then an AE update every
-step; ``phases`` leaves the flag to the training loop.
+config; it is bound with ``functools.partial`` and never passed through jit
+(:mod:`raegan_jax.programs` jits these functions). Which network learns is the
+stage's business: :mod:`raegan_jax.stages` holds the policies; here are the
+updates each stage runs (:func:`recon_update`, :func:`d_update`,
+:func:`ae_update`, :func:`alternate_update`) and the one-program forms that
+pick among them on device (``lax.switch`` or :func:`selected_update`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Callable
 
 import dm_pix as pix
@@ -29,15 +21,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
 
 from raegan_jax import diagnostics, losses
 from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError
 from raegan_jax.cycle import cycle_pass
 from raegan_jax.models import build_models, to_images
-from raegan_jax.parallel import (batch_sharded, check_batch_divides, in_chunks, largest_divisor,
-                                 make_mesh, replicated)
+from raegan_jax.parallel import in_chunks, largest_divisor
 from raegan_jax.recursion import rae_objective, recursive_apply
+from raegan_jax.stages import next_stage, stage_impl
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
 
 Metrics = dict[str, jax.Array]
@@ -210,9 +201,13 @@ def _apply(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads:
 # three can be branches of one lax.switch. A branch that does not update a
 # network passes its leaves through untouched (bit-identical).
 
-def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
-                 ) -> tuple[TrainState, Metrics]:
-    """The AE learns reconstruction only (ae/rae, pretraining, the phases' first sweep)."""
+def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
+                 measure_d: bool = True) -> tuple[TrainState, Metrics]:
+    """The AE learns reconstruction only (ae/rae, pretraining, the phases' first sweep).
+
+    For GAN families the metrics include D's view of the step's fakes unless
+    ``measure_d`` is False (a reconstruction sweep's program touches no D).
+    """
     def loss_fn(p):
         logits = ae_logits(b, p, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
@@ -220,7 +215,7 @@ def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
 
     (obj, (per_pass, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
     ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, grads)
-    if b.disc is None:
+    if b.disc is None or not measure_d:
         metrics = {"loss": obj, "recon_loss": per_pass}
     else:
         real_l, fake_l = d_logits(b, state.d_params, images,
@@ -339,39 +334,19 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
     return new, metrics
 
 
-def stage_impl(cfg: Config) -> str:
-    """How the stage picks the update: "switch" (lax.switch) or "select" (see
-    :func:`selected_update`). ``gan.stage_impl="auto"`` uses "select" on CPU."""
-    impl = cfg.gan.stage_impl
-    if impl == "auto":
-        return "select" if jax.default_backend() == "cpu" else "switch"
-    return impl
-
-
-def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: float) -> jax.Array:
-    """The stage after this step (all on device, no host sync).
-
-    ``threshold`` (the report's rule): train D while it classifies at most
-    ``threshold`` of the fakes correctly; once it classifies more, train the
-    AE until D's accuracy on fakes falls to ``threshold`` or below. Both
-    directions reduce to "AE if accuracy > threshold, else D". ``fake_acc``
-    is measured in this step's forward pass, over the fakes of every pass.
-    :data:`STAGE_RECON` is left to the loop (pretraining), and so is every
-    stage under the other policies.
-    """
-    if policy != "threshold":
-        return stage
-    rule = jnp.where(fake_acc > threshold, STAGE_AE, STAGE_D).astype(stage.dtype)
-    return jnp.where(stage == STAGE_RECON, stage, rule)
-
-
-def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainState, Metrics]:
-    """One train step of any family (pure; jit it via :func:`make_train_step`).
+def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: int | None = None
+                  ) -> tuple[TrainState, Metrics]:
+    """One train step of any family (pure; jit it via :func:`~raegan_jax.programs.make_train_step`).
 
     Args:
       b: the bound static pieces (:func:`bind`).
       state: the train state.
       batch: [B, H, W, C] images, float32 in [0, 1] or uint8.
+      fixed_stage: None (default) for the one program whose on-device stage
+        flag picks the update; or a stage the host knows holds for the whole
+        sweep, for a program that runs only that stage's update (no AE
+        gradient in a D step, no D in a reconstruction step) and leaves the
+        flag alone.
 
     Returns:
       ``(new_state, metrics)``, the metrics measured on the pre-update
@@ -380,10 +355,11 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainS
       (:data:`STAGE_D`), or reconstruction + weighted adversarial term
       (:data:`STAGE_AE`; also under ``alternate``, whose D part is
       ``d_loss``). ``recon_loss`` [passes] per pass. GAN families add
-      ``recon_objective`` and ``adv_weighted`` (the AE objective's parts),
-      ``adv_loss`` [passes], ``d_loss``, ``d_real_acc``, ``d_fake_acc``
-      [passes], ``stage`` (the stage that ran), ``ae_updates`` and
-      ``d_updates`` (0/1). ``finite`` flags a NaN/Inf loss. With
+      ``ae_updates`` and ``d_updates`` (0/1) and, except in a fixed
+      reconstruction step, ``recon_objective`` and ``adv_weighted`` (the AE
+      objective's parts), ``adv_loss`` [passes], ``d_loss``, ``d_real_acc``,
+      ``d_fake_acc`` [passes]; the one-program step adds ``stage`` (the
+      stage that ran). ``finite`` flags a NaN/Inf loss. With
       ``train.diagnostics`` the ``diag/...`` instruments of
       :mod:`raegan_jax.diagnostics` are added.
     """
@@ -397,6 +373,16 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array) -> tuple[TrainS
             lambda p: recon_objective(b, ae_logits(b, p, images), images, pidx)[0])
     if b.disc is None:
         new, metrics = recon_update(b, state, images, pidx)
+    elif fixed_stage is not None:
+        # The host knows the stage for the whole sweep: trace only its update.
+        if fixed_stage == STAGE_D:
+            new, metrics = d_update(b, state, images, pidx)
+        elif fixed_stage == STAGE_AE:
+            new, metrics = ae_update(b, state, images, pidx)
+        else:
+            new, metrics = recon_update(b, state, images, pidx, measure_d=False)
+        metrics["ae_updates"] = jnp.int32(fixed_stage != STAGE_D)
+        metrics["d_updates"] = jnp.int32(fixed_stage == STAGE_D)
     else:
         policy = b.cfg.gan.stage_policy
         if policy == "alternate":
@@ -450,216 +436,3 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
         m["d_real_acc"] = losses.accuracy_real(real_l, w)
         m["d_fake_acc"] = losses.accuracy_fake(fake_l, w)
     return m
-
-
-# --------------------------------------------------------------------------- jitting
-
-class TrainStep:
-    """A jitted train step: ``state, metrics = step(state, batch)``.
-
-    The state is donated (its buffers are reused for the new state, so the
-    old ``state`` must not be used after the call). Batches are split over
-    the mesh; the state is replicated.
-
-    Attributes:
-      jitted: the underlying ``jax.jit`` function (``.lower``, cache stats).
-      mesh: the device mesh it runs on.
-    """
-
-    def __init__(self, jitted: Callable, mesh: Mesh, check_batch: bool = True):
-        self.jitted = jitted
-        self.mesh = mesh
-        self._check_batch = check_batch
-        self._rep = replicated(mesh)
-        self._compiled = None
-
-    def _place(self, state: TrainState) -> TrainState:
-        # A fresh state, or a leaf set from the host (e.g. the stage), is not yet
-        # committed to the mesh; placing it keeps a single compiled program.
-        rep = self._rep
-        return jax.tree.map(
-            lambda x: x if getattr(x, "sharding", None) == rep else jax.device_put(x, rep), state)
-
-    def compile(self, state: TrainState, *args: Any) -> float:
-        """Compiles ahead of time for these arguments' shapes; returns the seconds it took.
-
-        Later calls run that executable, so the first step is timed like every
-        other. Arguments of other shapes or shardings then raise instead of
-        silently compiling again. Nothing runs and nothing is donated here.
-        """
-        t = time.perf_counter()
-        self._compiled = self.jitted.lower(self._place(state), *args).compile()
-        return time.perf_counter() - t
-
-    def __call__(self, state: TrainState, *args: Any):
-        if self._check_batch:
-            check_batch_divides(args[0].shape[0], self.mesh)
-        fn = self._compiled if self._compiled is not None else self.jitted
-        return fn(self._place(state), *args)
-
-    def compiles(self) -> int:
-        """How many programs this step has compiled so far (ahead of time included)."""
-        return self.jitted._cache_size() + (self._compiled is not None)  # pylint: disable=protected-access
-
-
-def make_train_step(cfg: Config, *, mesh: Mesh | None = None, steps_per_epoch: int | None = None,
-                    donate: bool = True) -> TrainStep:
-    """Returns the jitted train step for ``cfg``.
-
-    Args:
-      cfg: a validated config.
-      mesh: device mesh (default: :func:`~raegan_jax.parallel.make_mesh` for
-        the batch size: every device, data parallel).
-      steps_per_epoch: train steps per sweep over the training images,
-        ``len(train_images) // batch_size`` (:func:`steps_per_epoch`).
-        Required where :func:`needs_epoch_length` (the ``cycle`` objective
-        with several passes, a cosine schedule without ``decay_steps``).
-      donate: donate the input state's buffers (default True).
-
-    Returns:
-      A :class:`TrainStep`; call it as ``state, metrics = step(state, batch)``
-      with ``batch`` [B, H, W, C] float32 in [0, 1] (or uint8), B divisible
-      by the number of devices. Feed the batches of sweep k in the order
-      ``epoch_permutation(seed, k, n)`` to train exactly what ``raegan train``
-      trains.
-
-    Raises:
-      ConfigError: ``steps_per_epoch`` is missing where it is needed.
-    """
-    _require_epoch_length(cfg, steps_per_epoch)
-    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
-    b = bind(cfg, steps_per_epoch)
-    rep = replicated(mesh)
-    jitted = jax.jit(functools.partial(train_step_fn, b),
-                     in_shardings=(rep, batch_sharded(mesh)), out_shardings=(rep, rep),
-                     donate_argnums=0 if donate else ())
-    return TrainStep(jitted, mesh)
-
-
-def make_eval_step(cfg: Config, *, mesh: Mesh | None = None) -> Callable[..., Metrics]:
-    """Returns the jitted eval step: ``metrics = eval_step(state, batch, weights=None)``.
-
-    See :func:`eval_step_fn` for the metrics. The state is not donated.
-    """
-    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
-    b = bind(cfg)
-    rep, bat = replicated(mesh), batch_sharded(mesh)
-    jitted = jax.jit(functools.partial(eval_step_fn, b), in_shardings=(rep, bat, bat),
-                     out_shardings=rep)
-
-    def eval_step(state: TrainState, batch: Any, weights: Any = None) -> Metrics:
-        check_batch_divides(batch.shape[0], mesh)
-        if weights is None:
-            weights = jnp.ones((batch.shape[0],), jnp.float32)
-        return jitted(state, batch, weights)
-
-    eval_step.jitted = jitted  # type: ignore[attr-defined]
-    return eval_step
-
-
-# --------------------------------------------------------------------------- many steps
-
-# Which network a GAN step trained: the AE against D (``ae_learns``), D
-# (``d_learns``) or the AE on reconstruction alone (``recon``). Under
-# ``alternate`` a step is in both ae_learns and d_learns.
-STEP_GROUPS = ("ae_learns", "d_learns", "recon")
-GROUPED_METRICS = ("loss", "recon_loss", "adv_loss", "d_loss", "d_real_acc", "d_fake_acc")
-
-
-def split_by_group(m: Metrics) -> Metrics:
-    """Adds per-group copies of a GAN step's metrics, zero outside the step's group.
-
-    Summed over steps and divided by ``<group>/steps``, they give means over
-    the steps where that network learned, so a controller that flips the
-    stage is visible instead of averaged away. Consumes ``m["stage"]``.
-    """
-    stage = m.pop("stage")
-    masks = {"ae_learns": (m["ae_updates"] == 1) & (stage != STAGE_RECON),
-             "d_learns": m["d_updates"] == 1,
-             "recon": stage == STAGE_RECON}
-    out = dict(m)
-    for g, mask in masks.items():
-        out[f"{g}/steps"] = mask.astype(jnp.int32)
-        for k in GROUPED_METRICS:
-            out[f"{g}/{k}"] = jnp.where(mask, m[k], jnp.zeros_like(m[k]))
-    return out
-
-
-def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
-                    mesh: Mesh | None = None) -> TrainStep:
-    """Returns a jitted function running up to ``num_steps`` train steps in one call.
-
-    The dataset stays on device; each step gathers its batch from it through
-    this sweep's permutation, so no data crosses from the host and there is
-    one dispatch per ``num_steps`` steps. A call never crosses an epoch
-    boundary: steps past the end of the epoch leave the state as it was, so
-    one compiled program serves every call.
-
-    Call as ``state, sums = fn(state, data, perm)`` with ``data`` uint8
-    [N, H, W, C] (replicated) and ``perm`` int32 [N] (the sweep's order).
-    ``sums`` holds metric sums over the steps run, ``count`` (steps run),
-    ``nonfinite_step`` (first step whose loss was NaN/Inf, or -1) and, for
-    GAN families, ``stage_switches`` (steps after which the stage flag
-    changed) and per-group sums (:func:`split_by_group`).
-    """
-    _require_epoch_length(cfg, steps_per_epoch)
-    mesh = mesh or make_mesh(batch_size=cfg.train.batch_size)
-    b = bind(cfg, steps_per_epoch)
-    bs = cfg.train.batch_size
-    check_batch_divides(bs, mesh)
-    bat = batch_sharded(mesh)
-
-    def one(state, data, perm):
-        k = state.step % steps_per_epoch
-        idx = jax.lax.dynamic_slice_in_dim(perm, k * bs, bs)
-        batch = jax.lax.with_sharding_constraint(jnp.take(data, idx, axis=0), bat)
-        old = state
-        state, m = train_step_fn(b, state, batch)
-        if "stage" in m:
-            m = split_by_group(m)
-            m["stage_switches"] = (state.stage != old.stage).astype(jnp.int32)
-        m["nonfinite_step"] = jnp.where(m.pop("finite"), -1, old.step)
-        return state, m
-
-    def run(state, data, perm):
-        epoch_end = state.step - state.step % steps_per_epoch + steps_per_epoch
-
-        def body(carry, _):
-            st, acc = carry
-            active = st.step < epoch_end
-            new, m = one(st, data, perm)
-            # Steps past the epoch's end keep the old state (a select, not lax.cond:
-            # XLA:CPU runs convolutions inside conditionals on a slow path).
-            st = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, st)
-            m["nonfinite_step"] = jnp.where(active, m["nonfinite_step"], -1)
-            bad = jnp.where(acc["nonfinite_step"] >= 0, acc["nonfinite_step"], m["nonfinite_step"])
-            new_acc = {k: acc[k] + jnp.where(active, m[k], 0) for k in m}
-            new_acc["nonfinite_step"] = bad
-            new_acc["count"] = acc["count"] + active.astype(jnp.int32)
-            return (st, new_acc), None
-
-        m_shape = jax.eval_shape(one, state, data, perm)[1]
-        acc0 = {k: jnp.zeros(v.shape, v.dtype) for k, v in m_shape.items()}
-        acc0["nonfinite_step"] = jnp.int32(-1)
-        acc0["count"] = jnp.int32(0)
-        # Fully unrolled on CPU (no while loop: XLA:CPU misses its fast convolutions
-        # inside loop bodies); a rolled loop elsewhere keeps compile time flat.
-        unroll = 0 if jax.default_backend() == "cpu" else 1
-        (state, acc), _ = jax.lax.scan(body, (state, acc0), None, length=num_steps, unroll=unroll)
-        return state, acc
-
-    rep = replicated(mesh)
-    jitted = jax.jit(run, in_shardings=(rep, rep, rep), out_shardings=(rep, rep),
-                     donate_argnums=0)
-    return TrainStep(jitted, mesh, check_batch=False)
-
-
-@functools.partial(jax.jit, static_argnums=2)  # one dispatch per sweep, compiled once
-def epoch_permutation(seed: int, sweep: int, n: int) -> jax.Array:
-    """The data order of one sweep: a permutation of ``n`` from ``(seed, sweep)``.
-
-    Depends only on the seed and the sweep number, so a resumed run sees the
-    same order as an uninterrupted one.
-    """
-    key = jax.random.fold_in(jax.random.key(seed), sweep)
-    return jax.random.permutation(key, n).astype(jnp.int32)

@@ -4,9 +4,16 @@ Per epoch it runs one sweep over the training images (three for the
 ``phases`` policy: reconstruction, D, adversarial AE), evaluates every pass on
 the test images, logs metrics (which leave the device only here, once per
 epoch), and saves an Orbax checkpoint. Running it again on the same workdir
-resumes from the newest checkpoint and ends with exactly the parameters of an
-uninterrupted run: per-step randomness is ``fold_in(rng, step)`` and the data
-order of sweep k is ``permutation(fold_in(seed, k))``.
+resumes from the newest intact checkpoint and ends with exactly the parameters
+of an uninterrupted run: per-step randomness is ``fold_in(rng, step)`` and the
+data order of sweep k is ``permutation(fold_in(seed, k))``.
+
+A SIGTERM or SIGINT (preemption on Colab, TPU VMs, SLURM; Ctrl-C) lets the
+step in flight finish, saves a checkpoint mid-epoch (with the epoch's metric
+sums so far) and raises :class:`Preempted`; the rerun resumes at that step.
+In a multi-process run, only process 0 writes logs, figures and the summary,
+and a SIGTERM is agreed on through JAX's preemption sync point so that every
+process saves at the same step.
 """
 
 from __future__ import annotations
@@ -16,45 +23,53 @@ import json
 import math
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures
-from raegan_jax.figures import train_recon_loss
 from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_params
-from raegan_jax.config import Config, ConfigError, diff, from_dict, validate
+from raegan_jax.config import Config, ConfigError, from_dict, validate
+from raegan_jax.figures import train_recon_loss
 from raegan_jax.models import to_images
-from raegan_jax.parallel import check_batch_divides, make_mesh, put_batch, put_replicated
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, create_train_state
-from raegan_jax.steps import (GROUPED_METRICS, STEP_GROUPS, ae_logits, bind, epoch_permutation,
-                              make_eval_step, make_multi_step)
+from raegan_jax.parallel import (barrier, check_batch_divides, make_mesh, put_batch,
+                                 put_replicated, to_host)
+from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_step,
+                                 sweep_batches, sweep_sharded)
+from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS, Sweep, sweep_plan
+from raegan_jax.state import TrainState, create_train_state
+from raegan_jax.steps import ae_logits, bind
+from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, check_config,
+                                config_mismatch, read_history)
 
-# Fields that may change when a run is continued: more epochs, other logging, and
-# implementation choices that compute the same function with the same parameters.
-RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
-                    "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
-                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
-                    "model.batch_chunks", "train.diagnostics", "train.init_from",
-                    "train.init_from_d"}
-
-# What each sweep of a multi-sweep epoch is called in the metrics (by its stage).
-SWEEP_NAMES = {STAGE_RECON: "recon_sweep", STAGE_D: "d_sweep", STAGE_AE: "game_sweep"}
 # Step counts (summed, not averaged) and the names they are logged under.
 _COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
 
 
-class WorkdirError(RuntimeError):
-    """The workdir holds a run that this config cannot continue."""
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf. The last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """The run stopped on a signal after saving a checkpoint; rerunning resumes it.
+
+    Attributes:
+      signum: the signal (``signal.SIGTERM``, ``signal.SIGINT``).
+      checkpoint: the checkpoint folder it saved (or the one already there).
+    """
+
+    def __init__(self, msg: str, signum: int, checkpoint: pathlib.Path):
+        super().__init__(msg)
+        self.signum = signum
+        self.checkpoint = checkpoint
 
 
 def _is_main() -> bool:
@@ -66,43 +81,46 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def sweep_stages(cfg: Config, epoch: int) -> list[int | None]:
-    """The stage each sweep of ``epoch`` starts in (None: leave the state's flag).
+class _StopRequests:
+    """Turns SIGTERM/SIGINT into a request to stop at the next step boundary.
 
-    This is where the loop-level stage policies live: ``ae_pretrain_epochs``
-    (reconstruction only), ``phases`` (the report's CIFAR-10 schedule: an AE
-    reconstruction sweep, a D sweep, then an adversarial AE sweep), and the
-    D-first start of the game after pretraining.
+    One process: Python handlers set a flag (a second signal acts as usual,
+    e.g. a second Ctrl-C interrupts at once). Several processes: SIGTERM is
+    left to JAX's preemption service, and :meth:`requested` asks its sync
+    point, which every process reaches at the same dispatch, so all of them
+    stop and save together (a lone flag would leave the others waiting in a
+    collective).
     """
-    if not cfg.is_gan:
-        return [None]
-    pre = cfg.gan.ae_pretrain_epochs
-    if epoch < pre:
-        return [STAGE_RECON]
-    if cfg.gan.stage_policy == "phases":
-        return [STAGE_RECON, STAGE_D, STAGE_AE]
-    if epoch == pre and pre > 0:
-        return [STAGE_D]  # the game starts with D, as at step 0 without pretraining
-    return [None]
 
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        signums = [signal.SIGTERM, signal.SIGINT] if jax.process_count() == 1 else []
+        for signum in signums:
+            self._old[signum] = signal.signal(signum, self._handle)
 
-def _check_workdir(cfg: Config, workdir: pathlib.Path) -> bool:
-    """Returns True if the workdir holds a run of this config (to resume)."""
-    cfg_file = workdir / "config.json"
-    if not cfg_file.exists():
-        return False
-    try:
-        old = from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, json.JSONDecodeError) as e:
-        raise WorkdirError(f"{cfg_file} is unreadable ({e}); use another --workdir") from e
-    if old.preset != cfg.preset:
-        raise WorkdirError(f"workdir {workdir} holds a run of preset '{old.preset}', not "
-                           f"'{cfg.preset}'; use another --workdir")
-    changed = [f for f in diff(old, cfg) if f not in RESUMABLE_FIELDS]
-    if changed:
-        raise WorkdirError(f"workdir {workdir} holds a run with other settings "
-                           f"({', '.join(changed)}); use another --workdir")
-    return True
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # asked twice: stop now, the usual way
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def requested(self, dispatch: int) -> bool:
+        """True (on every process alike) if the run should save and stop before ``dispatch``."""
+        if jax.process_count() > 1:
+            if multihost_utils.reached_preemption_sync_point(dispatch):
+                self.signum = signal.SIGTERM
+                return True
+            return False
+        return self.signum is not None
+
+    def restore(self) -> None:
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+        self._old = {}
 
 
 def _value(x) -> Any:
@@ -199,25 +217,42 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
     Raises:
       ConfigError, DataError, WorkdirError, CheckpointError, TrainingDiverged:
         with a message naming the problem; nothing on disk is deleted.
+      Preempted: a SIGTERM/SIGINT arrived; a checkpoint was saved at the
+        step reached, and calling again resumes there.
     """
     cfg = config
     validate(cfg)
     workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} is a file")
-    resuming = _check_workdir(cfg, workdir)
+    resuming = check_config(cfg, workdir)
     mesh = make_mesh(batch_size=cfg.train.batch_size)
     try:
         check_batch_divides(cfg.train.batch_size, mesh)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    # Held until the run ends, however it ends (the kernel drops it if the process dies).
+    lock = WorkdirLock(workdir, jax.process_index())
+    try:
+        return _train(cfg, workdir, mesh, resuming, data_dir, progress)
+    finally:
+        lock.release()
 
+
+def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: str | None,
+           progress: bool) -> dict:
     t_start = time.perf_counter()
     resample = cfg.data.resample_train
-    # Resampling keeps the whole training split on device; each sweep's permutation
-    # of it picks that sweep's train_examples images (its first spe * batch entries).
+    # Resampling loads the whole training split; each sweep's permutation of it
+    # picks that sweep's train_examples images (its first spe * batch entries).
+    # Several processes: process 0 prepares the tfds dataset (once), then the others read it.
+    if not _is_main():
+        barrier("raegan_data_prepared")
     ds = data_lib.load(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_examples=0))
                        if resample else cfg, data_dir)
+    if _is_main():
+        barrier("raegan_data_prepared")
+    barrier("raegan_data_loaded")
     n_train, n_test = len(ds.train.images), len(ds.test.images)
     n_used = min(cfg.data.train_examples, n_train) if resample else n_train
     if n_used < cfg.train.batch_size:
@@ -226,92 +261,169 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, data_dir: 
          + (f"; each epoch draws {n_used} of them afresh" if resample else ""))
     if ds.note:
         _log("!" * 78 + f"\n!! FEWER IMAGES THAN THE PRESET ASKS FOR: {ds.note}\n" + "!" * 78)
-
-    workdir.mkdir(parents=True, exist_ok=True)
     if not resuming and _is_main():
         (workdir / "config.json").write_text(cfg.to_json())
-    spe = n_used // cfg.train.batch_size  # drop_remainder
+    bs = cfg.train.batch_size
+    spe = n_used // bs  # drop_remainder
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    try:
+        return _loop(cfg, workdir, mesh, ds, spe, ckpt, progress, t_start)
+    finally:
+        ckpt.close()  # also on errors: no Orbax thread outlives the run
 
-    state = create_train_state(cfg, jax.random.key(cfg.train.seed))
-    state = put_replicated(state, mesh)
-    start_epoch = 0
-    latest = ckpt.latest_epoch()
-    if latest is not None:
-        meta = ckpt.read_meta(latest)
-        if meta.get("config", {}).get("preset") != cfg.preset:
-            raise CheckpointError(f"checkpoint {ckpt.path(latest)} belongs to preset "
-                                  f"'{meta.get('config', {}).get('preset')}', not '{cfg.preset}'")
-        state = ckpt.restore(latest, state)
-        start_epoch = latest
-        _log(f"resuming from checkpoint {ckpt.path(latest)} (epoch {latest}, step {int(state.step)})")
-    elif cfg.train.init_from:
-        state = _init_from(cfg, state, mesh)
-    history = _read_history(workdir, start_epoch)
 
+def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpointer,
+          progress: bool, t_start: float) -> dict:
+    bs, n_train = cfg.train.batch_size, len(ds.train.images)
+    state = put_replicated(create_train_state(cfg, jax.random.key(cfg.train.seed)), mesh)
+    state, start_epoch, partial = _resume(cfg, ckpt, state, mesh)
+    history = read_history(workdir, start_epoch, rewrite=_is_main())
+    step = int(to_host(state.step))  # tracked on the host from here: no device syncs
+
+    # One program per kind of sweep the remaining epochs run, each compiled ahead
+    # of time, so every step, the first included, is timed alike.
     n_dispatch = min(cfg.train.steps_per_dispatch, spe)
-    multi = make_multi_step(cfg, n_dispatch, steps_per_epoch=spe, mesh=mesh)
-    train_images = put_replicated(ds.train.images, mesh)
+    kinds = {sw.stage if sw.fixed else None
+             for e in range(start_epoch, cfg.train.epochs) for sw in sweep_plan(cfg, e)}
+    batches_like = jax.ShapeDtypeStruct((spe, bs, *ds.train.images.shape[1:]), np.uint8,
+                                        sharding=sweep_sharded(mesh))
+    programs, compile_s = {}, 0.0
+    for kind in sorted(kinds, key=lambda k: -1 if k is None else k):
+        programs[kind] = make_multi_step(cfg, n_dispatch, steps_per_epoch=spe, mesh=mesh, stage=kind)
+        compile_s += programs[kind].compile(state, batches_like)
     evaluate = _Evaluator(cfg, mesh, ds.test.images)
+    barrier("raegan_compiled")  # every process starts stepping (and collecting) together
     writer = _tb_writer(workdir)
-    calls_per_sweep = math.ceil(spe / n_dispatch)
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
-
-    sweep = int(state.step) // spe  # sweeps done so far (exact, also for phases)
-    # Compiled ahead of time, apart from any step: every step, the first included,
-    # is then timed alike and images/s is honest from the first epoch on.
-    compile_s = multi.compile(state, train_images,
-                              put_replicated(epoch_permutation(cfg.train.seed, sweep, n_train), mesh))
-    for epoch in range(start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
-        sweeps = []
-        for stage in sweep_stages(cfg, epoch):
-            if stage is not None:
-                state = state.replace(stage=jnp.int32(stage))
-            perm = put_replicated(epoch_permutation(cfg.train.seed, sweep, n_train), mesh)
-            sums = None
-            for _ in range(calls_per_sweep):
-                state, s = multi(state, train_images, perm)
-                sums = s if sums is None else _add_sums(sums, s)
-            sweeps.append((SWEEP_NAMES.get(stage), sums))
-            sweep += 1
-        sweeps = jax.device_get(sweeps)  # metrics leave the device once per epoch
-        seconds = time.perf_counter() - t0
-        bad = [int(s["nonfinite_step"]) for _, s in sweeps if int(s["nonfinite_step"]) >= 0]
-        if bad:
-            raise TrainingDiverged(
-                f"the loss became NaN/Inf at step {bad[0]} (epoch {epoch + 1}); "
-                f"stopped; the last good checkpoint is kept in {ckpt.directory}")
-        last = epoch + 1 == cfg.train.epochs
-        evals = None
-        if (epoch + 1) % cfg.train.eval_every_epochs == 0 or last:
-            evals = jax.device_get(evaluate(state))
-        rec = _epoch_record(epoch + 1, sweeps, evals, seconds, cfg.train.batch_size)
-        if epoch == start_epoch:
-            rec["compile_seconds"] = compile_s
-        history.append(rec)
-        if (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last:
-            ckpt.save(epoch + 1, state, {"config": cfg.to_dict(), "epoch": epoch + 1})
-        _write_epoch(workdir, rec, writer)
+    stop = _StopRequests()
+    dispatches = 0
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            plan = sweep_plan(cfg, epoch)
+            done = [(n, put_replicated(s, mesh)) for n, s in partial["sweeps"]] if partial else []
+            t0 = time.perf_counter() - (partial["seconds"] if partial else 0.0)
+            for i in range(len(done), len(plan)):
+                sweep, pos = plan[i], step % spe
+                sums = None
+                if partial and partial["current"] is not None:
+                    sums = put_replicated(partial["current"], mesh)
+                partial = None
+                if pos == 0 and sweep.stage is not None:
+                    state = state.replace(stage=jnp.int32(sweep.stage))
+                program = programs[sweep.stage if sweep.fixed else None]
+                perm = np.asarray(epoch_permutation(cfg.train.seed, step // spe, n_train))
+                batches = sweep_batches(ds.train.images, perm, spe, bs, mesh)
+                while pos < spe:
+                    if stop.requested(dispatches):
+                        raise _preempt(cfg, ckpt, state, step, epoch, done, (sweep, sums),
+                                       time.perf_counter() - t0, stop.signum)
+                    state, s = program(state, batches)
+                    sums = s if sums is None else _add_sums(sums, s)
+                    dispatches += 1
+                    ran = min(n_dispatch, spe - pos)
+                    pos, step = pos + ran, step + ran
+                done.append((sweep.name, sums))
+            sweeps = to_host(done)  # metrics leave the device once per epoch
+            seconds = time.perf_counter() - t0
+            bad = [int(s["nonfinite_step"]) for _, s in sweeps if int(s["nonfinite_step"]) >= 0]
+            if bad:
+                raise TrainingDiverged(
+                    f"the loss became NaN/Inf at step {bad[0]} (epoch {epoch + 1}); "
+                    f"stopped; the last good checkpoint is kept in {ckpt.directory}")
+            last = epoch + 1 == cfg.train.epochs
+            evals = None
+            if (epoch + 1) % cfg.train.eval_every_epochs == 0 or last:
+                evals = to_host(evaluate(state))
+            rec = _epoch_record(epoch + 1, sweeps, evals, seconds, bs)
+            if epoch == start_epoch:
+                rec["compile_seconds"] = compile_s
+            history.append(rec)
+            # The record first: a kill between the two leaves a record past the newest
+            # checkpoint, which the rerun drops and redoes (never a checkpoint without it).
+            if _is_main():
+                append_record(workdir, rec, writer)
+            if (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last:
+                ckpt.save(step, state, {"config": cfg.to_dict(), "epoch": epoch + 1, "step": step})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(_postfix(rec))
+            else:  # no bar (--no-progress or not a terminal): one line per epoch
+                _log(f"epoch {epoch + 1}/{cfg.train.epochs} {_postfix(rec)}")
+    finally:
+        stop.restore()
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(_postfix(rec))
-        else:  # no bar (--no-progress or not a terminal): one line per epoch
-            _log(f"epoch {epoch + 1}/{cfg.train.epochs} {_postfix(rec)}")
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
+            bar.close()
+        if writer is not None:
+            writer.close()
 
-    final_eval = jax.device_get(evaluate(state))
-    summary = _summary(cfg, ds, history, final_eval, compile_s, time.perf_counter() - t_start, state)
+    final_eval = to_host(evaluate(state))
+    summary = _summary(cfg, ds, history, final_eval, compile_s, time.perf_counter() - t_start, step)
     if _is_main():
         _figures(cfg, state, ds, history, workdir)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
         _log(f"summary: {json.dumps({k: summary[k] for k in ('val_recon_loss', 'images_per_sec')})}"
              f" -> {workdir / 'summary.json'}")
-    ckpt.close()
     return summary
+
+
+def _resume(cfg: Config, ckpt: Checkpointer, state: TrainState, mesh
+            ) -> tuple[TrainState, int, dict | None]:
+    """Restores the newest intact checkpoint of this run (or applies ``train.init_from``).
+
+    Returns:
+      ``(state, epochs completed, partial)``: ``partial`` describes an epoch
+      a signal interrupted (its finished sweeps' and current sweep's metric
+      sums, seconds spent), or None.
+    """
+    def check_meta(path: pathlib.Path, meta: dict) -> None:
+        try:
+            problem = config_mismatch(from_dict(meta["config"]), cfg)
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise CheckpointError(f"checkpoint {path} has no readable config ({e})") from e
+        if problem:
+            raise CheckpointError(f"checkpoint {path} belongs to a run of {problem}")
+
+    found = ckpt.restore_newest(state, check_meta, log=_log)
+    if found is None:
+        if cfg.train.init_from:
+            state = _init_from(cfg, state, mesh)
+        return state, 0, None
+    step, state, meta = found
+    partial = meta.get("partial")
+    where = f"epoch {meta['epoch'] + 1}, mid-epoch" if partial else f"epoch {meta['epoch']}"
+    _log(f"resuming from checkpoint {ckpt.path(step)} ({where}, step {int(to_host(state.step))})")
+    if partial:
+        partial = {"sweeps": [(n, _decode(s)) for n, s in partial["sweeps"]],
+                   "current": None if partial["current"] is None else _decode(partial["current"]),
+                   "seconds": partial["seconds"]}
+    return state, meta["epoch"], partial
+
+
+def _preempt(cfg: Config, ckpt: Checkpointer, state: TrainState, step: int, epoch: int,
+             done: list, current: tuple[Sweep, Any], seconds: float, signum: int) -> Preempted:
+    """Saves a mid-epoch checkpoint (with the epoch's metric sums so far); returns the exception."""
+    sweep, sums = current
+    if step in ckpt.all_steps():  # nothing ran since the last checkpoint
+        path = ckpt.path(step)
+    else:
+        partial = {"sweeps": [(n, _encode(to_host(s))) for n, s in done],
+                   "current": None if sums is None else _encode(to_host(sums)),
+                   "seconds": seconds}
+        ckpt.save(step, state, {"config": cfg.to_dict(), "epoch": epoch, "step": step,
+                                "partial": partial})
+        path = ckpt.path(step)
+    name = signal.Signals(signum).name
+    return Preempted(f"stopped by {name} at step {step} (epoch {epoch + 1}); saved checkpoint "
+                     f"{path}; rerun the same command to resume from it", signum, path)
+
+
+def _encode(sums: dict) -> dict:
+    """Metric sums as exact JSON (dtype kept), for a mid-epoch checkpoint's meta."""
+    return {k: [str(np.asarray(v).dtype), np.asarray(v).tolist()] for k, v in sums.items()}
+
+
+def _decode(enc: dict) -> dict:
+    return {k: np.asarray(v, dtype=dtype) for k, (dtype, v) in enc.items()}
 
 
 @jax.jit  # one dispatch per call instead of one per metric
@@ -349,35 +461,6 @@ def _init_from(cfg: Config, state: TrainState, mesh) -> TrainState:
     return state
 
 
-def _read_history(workdir: pathlib.Path, upto_epoch: int) -> list[dict]:
-    """Per-epoch records already written, up to the resumed epoch (later ones are redone)."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    keep = [r for r in recs if r["epoch"] <= upto_epoch]
-    if len(keep) != len(recs) and _is_main():
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    return keep
-
-
-def _write_epoch(workdir: pathlib.Path, rec: dict, writer) -> None:
-    if not _is_main():
-        return
-    with open(workdir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    if writer is not None:
-        for k, v in rec.items():
-            if k == "epoch":
-                continue
-            if isinstance(v, list):
-                for j, x in enumerate(v):
-                    writer.add_scalar(f"{k}/pass{j + 1}", x, rec["epoch"])
-            elif isinstance(v, (int, float)) and v is not None:
-                writer.add_scalar(k, v, rec["epoch"])
-        writer.flush()
-
-
 def _tb_writer(workdir: pathlib.Path):
     if not _is_main():
         return None
@@ -406,7 +489,7 @@ def _postfix(rec: dict) -> str:
 
 
 def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
-             state: TrainState) -> dict:
+             steps: int) -> dict:
     speeds = [h["images_per_sec"] for h in history[1:]] or [h["images_per_sec"] for h in history]
     out = {
         "preset": cfg.preset,
@@ -419,7 +502,7 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         "data_source": ds.source,
         "data_note": ds.note,
         "epochs": cfg.train.epochs,
-        "steps": int(state.step),
+        "steps": steps,
         "batch_size": cfg.train.batch_size,
         "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
         "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
@@ -447,7 +530,7 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
     n = min(cfg.train.num_figure_images, len(ds.test.images))
     x = jnp.asarray(ds.test.images[:n], jnp.float32) / 255.0
     b = bind(cfg)
-    params = jax.device_get(state.ae_params)
+    params = to_host(state.ae_params)
     outs = np.asarray(to_images(ae_logits(b, params, x)))
     passes = "pass 1" if cfg.model.passes == 1 else f"passes 1..{cfg.model.passes}"
     title = f"{cfg.preset}: test images (top), reconstructions after {passes}"

@@ -53,7 +53,7 @@ def source_run(tmp_path_factory, tiny_mnist):
 def _final_ae(wd, cfg):
     from raegan_jax.checkpoint import Checkpointer
     ck = Checkpointer(wd / "checkpoints")
-    st = ck.restore(ck.latest_epoch(), rj.create_train_state(cfg, jax.random.key(0)))
+    st = ck.restore(ck.latest_step(), rj.create_train_state(cfg, jax.random.key(0)))
     ck.close()
     return st.ae_params
 
@@ -61,7 +61,7 @@ def _final_ae(wd, cfg):
 @pytest.mark.parametrize("where", ["workdir", "checkpoint"])
 def test_init_from_starts_the_ae_from_another_run(source_run, where):
     wd, src_cfg = source_run
-    path = wd if where == "workdir" else wd / "checkpoints" / "1"
+    path = wd if where == "workdir" else wd / "checkpoints" / "4"  # named by step
     cfg = rj.get_preset("mnist_aegan", {**TINY, "model.family": "raegan", "model.passes": 2,
                                         "train.init_from": str(path)})
     fresh = rj.create_train_state(cfg, jax.random.key(1))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import raegan_jax as rj
-from raegan_jax import steps
+from raegan_jax import stages, steps
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
 
 SMALL = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
@@ -101,9 +101,9 @@ def test_threshold_rule_flips_stage_on_device(impl, key):
     (STAGE_AE, 0.5, STAGE_D), (STAGE_AE, 0.51, STAGE_AE), (STAGE_AE, 1.0, STAGE_AE),
     (STAGE_RECON, 0.9, STAGE_RECON)])
 def test_next_stage_boundaries(stage, acc, expected):
-    got = steps.next_stage("threshold", jnp.int32(stage), jnp.float32(acc), 0.5)
+    got = stages.next_stage("threshold", jnp.int32(stage), jnp.float32(acc), 0.5)
     assert int(got) == expected
-    assert int(steps.next_stage("alternate", jnp.int32(stage), jnp.float32(acc), 0.5)) == stage
+    assert int(stages.next_stage("alternate", jnp.int32(stage), jnp.float32(acc), 0.5)) == stage
 
 
 def test_select_and_switch_agree(key):
@@ -200,7 +200,7 @@ def test_multi_step_equals_single_steps(key):
     cfg = small_cfg("raegan")
     data = (np.asarray(jax.random.uniform(jax.random.key(9), (40, 28, 28, 1))) * 255).astype(np.uint8)
     spe = 40 // 8
-    perm = steps.epoch_permutation(0, 0, 40)
+    perm = rj.epoch_permutation(0, 0, 40)
     single = rj.make_train_step(cfg, steps_per_epoch=spe)
     s1 = rj.create_train_state(cfg, key)
     for k in range(spe):
@@ -208,8 +208,10 @@ def test_multi_step_equals_single_steps(key):
     multi = rj.make_multi_step(cfg, 3, steps_per_epoch=spe)
     s2 = rj.create_train_state(cfg, key)
     counts = []
+    batches = rj.sweep_batches(data, np.asarray(perm), spe, 8, multi.mesh)
+    assert batches.shape == (spe, 8, 28, 28, 1)
     for _ in range(2):  # 3 + 2 steps: the second call stops at the epoch's end
-        s2, sums = multi(s2, jnp.asarray(data), perm)
+        s2, sums = multi(s2, batches)
         counts.append(int(sums["count"]))
     assert counts == [3, 2] and int(s2.step) == spe
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):

@@ -25,7 +25,7 @@ def cfg_for(preset="mnist_aegan", **extra):
 def final_state(cfg, workdir):
     ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints")
     like = rj.create_train_state(cfg, jax.random.key(0))
-    state = ckpt.restore(ckpt.latest_epoch(), like)
+    state = ckpt.restore(ckpt.latest_step(), like)
     ckpt.close()
     return state
 
@@ -47,7 +47,8 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
                  "loss_curves.png", "d_accuracy.png"):
         assert (w / name).is_file(), name
     assert list((w / "tensorboard").glob("events.out.tfevents.*"))
-    assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
+    # Checkpoints are named by the global step (4 steps per epoch here).
+    assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8]
     recs = read_metrics(w)
     assert [r["epoch"] for r in recs] == [1, 2]
     assert len(recs[0]["train/recon_loss"]) == 2 and len(recs[0]["val/d_fake_acc"]) == 2
@@ -86,12 +87,12 @@ def test_resume_after_kill_minus_9(tmp_path, tiny_mnist):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckdir = tmp_path / "k" / "checkpoints"
     deadline = time.time() + 300
-    while time.time() < deadline and not (ckdir.exists() and any(p.name == "2" for p in ckdir.iterdir())):
+    while time.time() < deadline and not (ckdir.exists() and any(p.name == "8" for p in ckdir.iterdir())):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = [p.name for p in ckdir.iterdir() if p.name.isdigit()]
-    assert "6" not in done, "the run finished before it could be killed"
+    assert "24" not in done, "the run finished before it could be killed"
     res = subprocess.run(cmd + ["--workdir", str(tmp_path / "k")], env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -115,18 +116,56 @@ def test_workdir_of_another_preset_is_refused(tmp_path, tiny_mnist):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
-def test_corrupt_checkpoint_is_named_and_kept(tmp_path, tiny_mnist):
+@pytest.mark.parametrize("damage", ["scramble", "truncate", "delete"])
+def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(tmp_path, tiny_mnist, damage,
+                                                                     capfd):
+    """A damaged newest checkpoint is named in one line, moved aside whole (never deleted),
+    and the run resumes from the one before, ending where an uninterrupted run ends."""
+    straight = cfg_for("mnist_ae", **{"train.epochs": 3})
+    train_and_evaluate(straight, tmp_path / "ref", data_dir=str(tiny_mnist), progress=False)
+    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 2}), tmp_path / "w",
+                       data_dir=str(tiny_mnist), progress=False)
+    ck = tmp_path / "w" / "checkpoints" / "8"
+    victim = max((p for p in ck.rglob("*") if p.is_file() and "/d/" in str(p)),
+                 key=lambda p: p.stat().st_size)
+    if damage == "scramble":
+        victim.write_bytes(bytes(reversed(victim.read_bytes())))
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[:10])
+    else:
+        victim.unlink()
+    before = {p.relative_to(ck): p.read_bytes() for p in ck.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    train_and_evaluate(straight, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "Event loop is closed" not in out + err
+    notes = [l for l in out.splitlines() if "set aside" in l]
+    assert len(notes) == 1 and str(ck) in notes[0], out
+    assert "resuming from checkpoint" in out and str(tmp_path / "w" / "checkpoints" / "4") in out
+    (aside,) = (tmp_path / "w" / "checkpoints_set_aside").iterdir()
+    assert aside.name.startswith("8-")
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == before
+    a, b = final_state(straight, tmp_path / "ref"), final_state(straight, tmp_path / "w")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert strip_timing(read_metrics(tmp_path / "ref")) == strip_timing(read_metrics(tmp_path / "w"))
+
+
+def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist):
+    """Another model's checkpoint is not damage: it is refused, and nothing is moved."""
     cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
-    train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
-    ck = tmp_path / "checkpoints" / "1"
-    files = [p for p in ck.rglob("*") if p.is_file() and p.stat().st_size > 0 and "meta" not in str(p)]
-    for p in files:  # scramble every state file
-        p.write_bytes(b"\x00garbage" * 3)
-    snapshot = {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()}
-    with pytest.raises(CheckpointError, match=str(ck)):
-        train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 2}), tmp_path,
+    train_and_evaluate(cfg, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
+    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1, "model.latent_dim": 7}),
+                       tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
+    import shutil
+    shutil.rmtree(tmp_path / "a" / "checkpoints" / "4")
+    shutil.copytree(tmp_path / "b" / "checkpoints" / "4", tmp_path / "a" / "checkpoints" / "4")
+    with pytest.raises(CheckpointError, match=r"checkpoints/4 belongs to a run of other settings "
+                                              r"\(model.latent_dim\)"):
+        train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 2}), tmp_path / "a",
                            data_dir=str(tiny_mnist), progress=False)
-    assert {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()} == snapshot
+    assert (tmp_path / "a" / "checkpoints" / "4").is_dir()
+    assert not (tmp_path / "a" / "checkpoints_set_aside").exists()
 
 
 def test_checkpoint_of_other_shapes_is_refused(tmp_path, tiny_mnist):
@@ -134,8 +173,8 @@ def test_checkpoint_of_other_shapes_is_refused(tmp_path, tiny_mnist):
     train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
     ckpt = Checkpointer(tmp_path / "w" / "checkpoints")
     other = rj.create_train_state(cfg_for("mnist_ae", **{"model.latent_dim": 7}), jax.random.key(0))
-    with pytest.raises(CheckpointError, match="checkpoints/1"):
-        ckpt.restore(1, other)
+    with pytest.raises(CheckpointError, match="checkpoints/4"):
+        ckpt.restore(4, other)
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_mnist):
@@ -145,8 +184,8 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_mnist):
     bad = cfg_for("mnist_ae", **{"train.epochs": 2, "train.ae_lr": 1e38})
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
         train_and_evaluate(bad, tmp_path / "bad", data_dir=str(tiny_mnist), progress=False)
-    assert not (tmp_path / "bad" / "checkpoints" / "1").exists()
-    assert (tmp_path / "checkpoints" / "1").exists()
+    assert not list((tmp_path / "bad" / "checkpoints").iterdir())
+    assert (tmp_path / "checkpoints" / "4").exists()
 
 
 def test_phases_policy_runs_three_sweeps_per_epoch(tmp_path, tiny_mnist):
