@@ -1,10 +1,23 @@
 """Shared fixtures. The main test process runs on one CPU device; multi-device
 tests start a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+
+# JAX's persistent compilation cache, for this session only (subprocesses inherit it):
+# many tests compile the same small programs, and each process need compile them once.
+# Every program is still compiled at least once per session; jit's in-memory cache (what
+# the compile-count tests count) is untouched.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="raegan_jax_test_cache_")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax
 import pytest

@@ -7,6 +7,7 @@ import pytest
 import raegan_jax as rj
 from raegan_jax import stages, steps
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
+from conftest import TINY
 
 SMALL = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
          "model.disc_widths": "16,8", "train.batch_size": 8}
@@ -258,3 +259,48 @@ def test_chunked_batch_computes_the_same_step(dataset, key):
     np.testing.assert_allclose(out[1][0], out[4][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(out[1][1:]), jax.tree.leaves(out[4][1:])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stage", [STAGE_AE, STAGE_D, STAGE_RECON])
+def test_stage_programs_do_what_the_one_program_does_in_that_stage(stage, key):
+    """The program specialised to a stage computes the one program's update in that stage,
+    with less work: a D step takes no AE gradient, a reconstruction step never runs D."""
+    cfg = small_cfg("raegan", **{"gan.stage_policy": "phases"})
+    one = rj.make_train_step(cfg, steps_per_epoch=10, donate=False)
+    fixed = rj.make_train_step(cfg, steps_per_epoch=10, donate=False, stage=stage)
+    state = rj.create_train_state(cfg, key).replace(stage=jnp.int32(stage))
+    a, m_one = one(state, batch())
+    b, m_fixed = fixed(state, batch())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    assert int(b.stage) == stage
+    for k in m_fixed:
+        np.testing.assert_allclose(np.asarray(m_fixed[k]), np.asarray(m_one[k]), rtol=1e-5,
+                                   atol=1e-6, err_msg=k)
+    assert (int(m_fixed["ae_updates"]), int(m_fixed["d_updates"])) == (int(stage != STAGE_D),
+                                                                       int(stage == STAGE_D))
+    if stage == STAGE_RECON:
+        assert "d_loss" not in m_fixed
+    flops = lambda s: s.jitted.lower(state, batch()).compile().cost_analysis()["flops"]  # noqa: E731
+    assert flops(fixed) < (0.6 if stage == STAGE_D else 0.95) * flops(one)
+
+
+def test_a_phases_run_compiles_one_program_per_stage(tmp_path, tiny_mnist, monkeypatch):
+    import raegan_jax.train as tr
+    made = {}
+
+    def record(*args, stage=None, **kw):
+        made[stage] = real(*args, stage=stage, **kw)
+        return made[stage]
+
+    real = tr.make_multi_step
+    monkeypatch.setattr(tr, "make_multi_step", record)
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.stage_policy": "phases", "train.epochs": 2})
+    tr.train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
+    assert set(made) == {STAGE_RECON, STAGE_D, STAGE_AE}  # no one-program step: never needed
+    assert {s: p.compiles() for s, p in made.items()} == {s: 1 for s in made}
+    made.clear()
+    pre = rj.get_preset("mnist_aegan", {**TINY, "gan.ae_pretrain_epochs": 1, "train.epochs": 2})
+    tr.train_and_evaluate(pre, tmp_path / "pre", data_dir=str(tiny_mnist), progress=False)
+    assert set(made) == {STAGE_RECON, None}
+    assert {s: p.compiles() for s, p in made.items()} == {s: 1 for s in made}
