@@ -87,7 +87,7 @@ class TrainConfig:
     decay_steps: int = 0
     grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
     # Start from another run's parameters: a workdir or one of its checkpoint
-    # folders (<workdir>/checkpoints/<epoch>). The AE's parameters always, D's too
+    # folders (<workdir>/checkpoints/<step>). The AE's parameters always, D's too
     # with init_from_d; optimizer states start fresh. Used only when the workdir
     # holds no checkpoint of its own (a resumed run continues from its own).
     init_from: str = ""

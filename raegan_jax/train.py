@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import signal
@@ -132,7 +131,7 @@ def _value(x) -> Any:
 def sweep_means(sums: dict, prefix: str, groups: bool = True) -> dict:
     """Per-step means of one sweep's metric sums (already fetched), named ``prefix + key``.
 
-    Step groups (:data:`~raegan_jax.steps.STEP_GROUPS`) are averaged over
+    Step groups (:data:`~raegan_jax.stages.STEP_GROUPS`) are averaged over
     their own steps, with ``<group>/fraction`` their share of the sweep's
     steps; step counts (``ae_steps``, ``d_steps``, ``stage_switches``) are sums.
     """

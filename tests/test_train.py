@@ -1,12 +1,7 @@
 """The training loop: artifacts, exact resume, bad workdirs and checkpoints, NaN."""
 
 import json
-import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -15,7 +10,7 @@ import pytest
 import raegan_jax as rj
 from raegan_jax.checkpoint import CheckpointError, Checkpointer
 from raegan_jax.train import TrainingDiverged, WorkdirError, train_and_evaluate
-from conftest import REPO, TINY
+from conftest import TINY
 
 
 def cfg_for(preset="mnist_aegan", **extra):
