@@ -120,6 +120,26 @@ class GanConfig:
     # D's dense gradient sits in a lax.cond), faster on XLA:CPU; "auto" picks per
     # backend.
     stage_impl: str = "auto"
+    # The adversarial term's weight: "fixed" = adv_weight; "adaptive" = adv_weight x
+    # lambda, lambda = |grad_W L_rec| / (|grad_W L_adv| + adaptive_eps) at the decoder's
+    # last layer W (Esser et al.'s VQGAN), clipped to [0, adaptive_max], computed in
+    # the step and treated as a constant. adaptive_scope "shared": one lambda for the
+    # adversarial terms of all passes together; "per_pass": one per pass, each pass
+    # getting 1/passes of the reconstruction gradient's norm.
+    adv_weight_mode: str = "fixed"
+    adaptive_scope: str = "per_pass"
+    adaptive_max: float = 1e4
+    adaptive_eps: float = 1e-4
+    # The threshold rule's controls (all on device). threshold_ema: the rule reads a
+    # running mean of D's accuracy on fakes, m <- ema m + (1 - ema) acc (0 = this
+    # step's accuracy alone). hysteresis: the AE's stage starts above
+    # threshold + hysteresis and ends at or below threshold - hysteresis.
+    threshold_ema: float = 0.0
+    hysteresis: float = 0.0
+    # Per-pass weights of the adversarial term: "uniform", or "caught": pass j gets
+    # passes x m_j / sum(m) (m_j: D's running accuracy on pass j's fakes), pushing
+    # hardest where D still catches the fakes.
+    pass_weighting: str = "uniform"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,6 +417,19 @@ def validate(cfg: Config) -> None:
            f"must be 'auto', 'switch' or 'select', got {g.stage_impl!r}")
     _check(g.ae_pretrain_epochs >= 0, "gan.ae_pretrain_epochs",
            f"must be >= 0, got {g.ae_pretrain_epochs}")
+    _check(g.adv_weight_mode in ("fixed", "adaptive"), "gan.adv_weight_mode",
+           f"must be 'fixed' or 'adaptive', got {g.adv_weight_mode!r}")
+    _check(g.adaptive_scope in ("shared", "per_pass"), "gan.adaptive_scope",
+           f"must be 'shared' or 'per_pass', got {g.adaptive_scope!r}")
+    _check(g.adaptive_max > 0, "gan.adaptive_max", f"must be > 0, got {g.adaptive_max}")
+    _check(g.adaptive_eps > 0, "gan.adaptive_eps", f"must be > 0, got {g.adaptive_eps}")
+    _check(0.0 <= g.threshold_ema < 1.0, "gan.threshold_ema",
+           f"must be in [0, 1) (0 = off), got {g.threshold_ema}")
+    _check(0.0 <= g.hysteresis < min(g.threshold, 1.0 - g.threshold), "gan.hysteresis",
+           f"must be >= 0 and leave the band [threshold - h, threshold + h] inside (0, 1), "
+           f"got {g.hysteresis} with threshold {g.threshold}")
+    _check(g.pass_weighting in ("uniform", "caught"), "gan.pass_weighting",
+           f"must be 'uniform' or 'caught', got {g.pass_weighting!r}")
 
 
 def from_dict(d: Mapping[str, Any]) -> Config:

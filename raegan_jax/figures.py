@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 from typing import Sequence
 
@@ -63,6 +64,15 @@ def train_recon_loss(rec: dict) -> list[float] | None:
     return rec.get("train/recon_loss", rec.get("train/recon_sweep/recon_loss"))
 
 
+def adv_lambda(rec: dict) -> list[float] | None:
+    """An epoch record's mean adaptive adversarial weight λ per pass over the steps
+    where the AE learned against D (the game sweep under ``phases``), or None."""
+    for k in ("train/ae_learns/adv_lambda", "train/game_sweep/adv_lambda", "train/adv_lambda"):
+        if k in rec:
+            return rec[k]
+    return None
+
+
 def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
     """Saves train/validation reconstruction loss per pass over epochs (log y).
 
@@ -98,11 +108,17 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     Right: during training, never blended across regimes: per sweep for
     ``phases`` (the D sweep, where D learned; the game sweep, where the AE
     learned against it), per step group for step-wise policies (the steps
-    where D learned, the steps where the AE did).
+    where D learned, the steps where the AE did). With the adaptive
+    adversarial weight, a third panel: λ per pass over training steps.
     """
     plt = _plt()
     epochs = [h["epoch"] for h in history]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    lams = [(h, adv_lambda(h)) for h in history]
+    lams = [(h, lam) for h, lam in lams if lam is not None]
+    ncols = 3 if lams else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4))
+    ax, ax2 = axes[0], axes[1]
+    ax2.sharey(ax)
     ax.plot(epochs, [h["val/d_real_acc"] for h in history], "k-", label="real")
     for j in range(len(history[0]["val/d_fake_acc"])):
         ax.plot(epochs, [h["val/d_fake_acc"][j] for h in history], "-", label=f"fakes, pass {j + 1}")
@@ -123,6 +139,19 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
         a.set_ylim(-0.02, 1.02)
         a.set_xlabel("epoch")
         a.legend(fontsize=7)
+    if lams:  # λ against the step count at each epoch's end
+        ends = dict(zip((h["epoch"] for h in history),
+                        itertools.accumulate(h["steps"] for h in history)))
+        ax3 = axes[2]
+        for j in range(len(lams[0][1])):
+            ax3.plot([ends[h["epoch"]] for h, _ in lams], [lam[j] for _, lam in lams], "-",
+                     label=f"pass {j + 1}")
+        ax3.set_yscale("log")
+        ax3.set_xlabel("step")
+        ax3.set_ylabel("adaptive weight λ (epoch mean over AE steps)")
+        ax3.set_title("adaptive adversarial weight", fontsize=9)
+        ax3.grid(True, which="both", alpha=0.3)
+        ax3.legend(fontsize=7)
     return _finish(fig, path, title, suptitle=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 
 def _per_sample_mean(x: jax.Array) -> jax.Array:
@@ -85,3 +86,11 @@ def accuracy_real(real_logits: jax.Array, weights: jax.Array | None = None) -> j
 def accuracy_fake(fake_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Per-pass fraction of fakes D classifies as fake (logit <= 0). [P, B] -> [P]."""
     return _mean((fake_logits <= 0).astype(fake_logits.dtype), weights)
+
+
+def balance_gap(fake_acc) -> float:
+    """How far D is from being fooled half the time at its worst pass:
+    ``max_j |fake_acc_j - 0.5|`` (0 = the report's goal at every pass, 0.5 = D
+    always right or always wrong on some pass). Host-side, on fetched accuracies.
+    """
+    return float(np.max(np.abs(np.asarray(fake_acc, np.float64) - 0.5)))

@@ -75,6 +75,9 @@ class MnistAE(nn.Module):
     latent_dim: int = 16
     decoder_impl: str = "transpose"
 
+    # The decoder's last layer (the adaptive adversarial weight is measured at its kernel).
+    last_layer = "dec_up2"
+
     def encode(self, x: jax.Array) -> jax.Array:
         """[B, 28, 28, 1] images -> [B, latent_dim] codes."""
         for k, w in enumerate(self.conv_widths):
@@ -201,6 +204,9 @@ class Cifar10AE(nn.Module):
     conv_widths: Sequence[int] = (8, 16, 32, 64)
     decoder_impl: str = "transpose"
     out_channels: int = 3
+
+    # The decoder's last layer (the adaptive adversarial weight is measured at its kernel).
+    last_layer = "dec_out"
 
     def encode(self, x: jax.Array) -> jax.Array:
         """[B, 32, 32, 3] -> [B, 4, 4, conv_widths[-1]]."""

@@ -28,7 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from raegan_jax.config import Config
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
+
+# Values of the on-device stage flag (``TrainState.stage``).
+STAGE_AE = 0  # the AE learns against the frozen discriminator
+STAGE_D = 1  # the discriminator learns against the frozen AE
+STAGE_RECON = 2  # the AE learns reconstruction only (ae/rae, pretraining, phases sweep 1)
 
 Metrics = dict[str, jax.Array]
 
@@ -89,28 +93,89 @@ def stage_impl(cfg: Config) -> str:
     return impl
 
 
-def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: float) -> jax.Array:
+def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: float,
+               hysteresis: float = 0.0) -> jax.Array:
     """The stage after this step (all on device, no host sync).
 
     ``threshold`` (the report's rule): train D while it classifies at most
     ``threshold`` of the fakes correctly; once it classifies more, train the
     AE until D's accuracy on fakes falls to ``threshold`` or below. Both
-    directions reduce to "AE if accuracy > threshold, else D". ``fake_acc``
-    is measured in this step's forward pass, over the fakes of every pass.
-    :data:`STAGE_RECON` is left to the loop (pretraining), and so is every
-    stage under the other policies.
+    directions reduce to "AE if accuracy > threshold, else D". With a
+    ``hysteresis`` band h the switches move apart: D's stage hands over when
+    the accuracy exceeds ``threshold + h``, the AE's when it falls to
+    ``threshold - h`` or below; inside the band the stage stays. ``fake_acc``
+    is what the rule reads (this step's accuracy over every pass's fakes, or
+    its running mean: :func:`controller_update`). :data:`STAGE_RECON` is left
+    to the loop (pretraining), and so is every stage under the other policies.
     """
     if policy != "threshold":
         return stage
-    rule = jnp.where(fake_acc > threshold, STAGE_AE, STAGE_D).astype(stage.dtype)
+    to_ae = fake_acc > threshold + hysteresis
+    to_d = fake_acc <= threshold - hysteresis
+    # h = 0: to_ae and to_d are complements, the report's rule exactly.
+    rule = jnp.where(to_ae, STAGE_AE, jnp.where(to_d, STAGE_D, stage)).astype(stage.dtype)
     return jnp.where(stage == STAGE_RECON, stage, rule)
+
+
+def needs_controller(cfg: Config) -> bool:
+    """True if the GAN keeps a running accuracy of D on each pass's fakes in its state
+    (``gan.threshold_ema`` > 0 or ``gan.pass_weighting="caught"``)."""
+    g = cfg.gan
+    return cfg.is_gan and (g.threshold_ema > 0 or g.pass_weighting == "caught")
+
+
+def init_controller(cfg: Config) -> dict | None:
+    """The controller's memory at step 0: D's running accuracy on fakes per pass,
+    ``{"fake_acc": [passes]}``, starting at ``gan.threshold`` (no evidence either
+    way); None when no controller needs it."""
+    if not needs_controller(cfg):
+        return None
+    return {"fake_acc": jnp.full((cfg.model.passes,), cfg.gan.threshold, jnp.float32)}
+
+
+def controller_update(cfg: Config, ctrl: dict | None, fake_acc: jax.Array
+                      ) -> tuple[dict | None, jax.Array]:
+    """Folds this step's accuracy of D on each pass's fakes into the running mean.
+
+    Args:
+      cfg: the config (``gan.threshold_ema`` is the mean's decay; 0 keeps
+        only the latest step).
+      ctrl: the state's controller memory (:func:`init_controller`) or None.
+      fake_acc: [passes] D's accuracy on this step's fakes.
+
+    Returns:
+      ``(new ctrl, what the threshold rule reads)``: the running mean over
+      passes, or this step's mean accuracy without a controller.
+    """
+    if ctrl is None:
+        return None, fake_acc.mean()
+    beta = cfg.gan.threshold_ema
+    m = beta * ctrl["fake_acc"] + (1.0 - beta) * fake_acc.astype(jnp.float32)
+    return {"fake_acc": m}, m.mean()
+
+
+def pass_weights(cfg: Config, ctrl: dict | None) -> jax.Array:
+    """[passes] weights of each pass's adversarial term; they average 1.
+
+    ``uniform``: all 1. ``caught``: pass j gets ``passes * m_j / sum(m)``,
+    m_j being D's running accuracy on pass j's fakes before this step, so
+    the AE pushes hardest on the passes D still catches (uniform while D
+    catches nothing).
+    """
+    p = cfg.model.passes
+    if cfg.gan.pass_weighting != "caught" or ctrl is None:
+        return jnp.ones((p,), jnp.float32)
+    m = ctrl["fake_acc"]
+    total = m.sum()
+    return jnp.where(total > 0, p * m / jnp.maximum(total, 1e-12), 1.0)
 
 
 # Which network a GAN step trained: the AE against D (``ae_learns``), D
 # (``d_learns``) or the AE on reconstruction alone (``recon``). Under
 # ``alternate`` a step is in both ae_learns and d_learns.
 STEP_GROUPS = ("ae_learns", "d_learns", "recon")
-GROUPED_METRICS = ("loss", "recon_loss", "adv_loss", "d_loss", "d_real_acc", "d_fake_acc")
+GROUPED_METRICS = ("loss", "recon_loss", "adv_loss", "d_loss", "d_real_acc", "d_fake_acc",
+                   "adv_lambda", "pass_weight")
 
 
 def split_by_group(m: Metrics) -> Metrics:
@@ -128,5 +193,6 @@ def split_by_group(m: Metrics) -> Metrics:
     for g, mask in masks.items():
         out[f"{g}/steps"] = mask.astype(jnp.int32)
         for k in GROUPED_METRICS:
-            out[f"{g}/{k}"] = jnp.where(mask, m[k], jnp.zeros_like(m[k]))
+            if k in m:  # adv_lambda and pass_weight only where configured
+                out[f"{g}/{k}"] = jnp.where(mask, m[k], jnp.zeros_like(m[k]))
     return out

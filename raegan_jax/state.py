@@ -11,11 +11,10 @@ import optax
 
 from raegan_jax.config import IMAGE_SHAPES, Config
 from raegan_jax.models import build_models, torch_style_init
+from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON, init_controller
 
-# Values of the on-device stage flag.
-STAGE_AE = 0  # the AE learns against the frozen discriminator
-STAGE_D = 1  # the discriminator learns against the frozen AE
-STAGE_RECON = 2  # the AE learns reconstruction only (ae/rae, pretraining, phases sweep 1)
+__all__ = ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
+           "make_optimizers", "learning_rate", "count_params"]
 
 
 @flax.struct.dataclass
@@ -33,6 +32,9 @@ class TrainState:
       d_params, d_opt_state: discriminator parameters and its own Adam state
         (None for the ``ae``/``rae`` families). Two separate optax states
         mean a frozen network's moments and counts never move.
+      ctrl: the stage controller's memory, ``{"fake_acc": float32 [passes]}``
+        (D's running accuracy on each pass's fakes), or None when no
+        controller needs one (:func:`~raegan_jax.stages.needs_controller`).
     """
 
     step: jax.Array
@@ -42,6 +44,7 @@ class TrainState:
     ae_opt_state: Any
     d_params: Any = None
     d_opt_state: Any = None
+    ctrl: Any = None
 
 
 def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
@@ -110,6 +113,7 @@ def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
         ae_opt_state=ae_tx.init(ae_params),
         d_params=d_params,
         d_opt_state=d_tx.init(d_params) if d_params is not None else None,
+        ctrl=init_controller(cfg),
     )
 
 

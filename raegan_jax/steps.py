@@ -28,8 +28,9 @@ from raegan_jax.cycle import cycle_pass
 from raegan_jax.models import build_models, to_images
 from raegan_jax.parallel import in_chunks, largest_divisor
 from raegan_jax.recursion import rae_objective, recursive_apply
-from raegan_jax.stages import next_stage, stage_impl
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, TrainState, make_optimizers
+from raegan_jax.stages import (STAGE_AE, STAGE_D, STAGE_RECON, controller_update, next_stage,
+                               pass_weights, stage_impl)
+from raegan_jax.state import TrainState, make_optimizers
 
 Metrics = dict[str, jax.Array]
 
@@ -170,16 +171,22 @@ def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
 
 
 def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: jax.Array,
-                 fake_l: jax.Array, adv_on: jax.Array | bool = False) -> Metrics:
+                 fake_l: jax.Array, adv_coef: jax.Array | None = None,
+                 lam: jax.Array | None = None, weights: jax.Array | None = None) -> Metrics:
     """A GAN step's metrics, and the AE's objective (the one place it is defined).
 
-    ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``
-    (``gan.adv_weight`` x the adversarial term summed over passes, 0 unless
-    ``adv_on``). D's update replaces ``loss`` by D's loss, which it optimises.
+    ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``,
+    the adversarial term of each pass times its coefficient ``adv_coef``
+    [passes] (:func:`adversarial_coefficients`; None = 0, no adversarial
+    term), summed over passes. D's update replaces ``loss`` by D's loss,
+    which it optimises. ``adv_lambda`` (adaptive weight) and ``pass_weight``
+    (per-pass weighting) are added only where configured, so every update of
+    a config returns the same keys (lax.switch needs that); an update that
+    does not compute them reports zeros (``lam``/``weights`` None).
     """
     adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
-    adv_weighted = jnp.where(adv_on, b.cfg.gan.adv_weight * adv.sum(), 0.0)
-    return {
+    adv_weighted = 0.0 * adv.sum() if adv_coef is None else adv_coef @ adv
+    m = {
         "loss": recon_obj + adv_weighted,
         "recon_objective": recon_obj,
         "adv_weighted": adv_weighted,
@@ -189,6 +196,47 @@ def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: ja
         "d_real_acc": losses.accuracy_real(real_l),
         "d_fake_acc": losses.accuracy_fake(fake_l),
     }
+    zeros = jnp.zeros_like(adv)
+    if b.cfg.gan.adv_weight_mode == "adaptive":
+        m["adv_lambda"] = zeros if lam is None else lam
+    if b.cfg.gan.pass_weighting != "uniform":
+        m["pass_weight"] = zeros if weights is None else weights
+    return m
+
+
+def adaptive_lambda(b: Bound, vjp_fn, weights: jax.Array) -> jax.Array:
+    """The adaptive adversarial weight λ per pass (Esser et al. 2021, VQGAN), [passes].
+
+    λ = ‖∇_W L_rec‖ / (‖∇_W L_adv‖ + δ), W the decoder's last kernel
+    (``ae.last_layer``), clipped to [0, ``gan.adaptive_max``] and treated as a
+    constant. ``gan.adaptive_scope="shared"``: one λ for ``L_adv = Σ_j w_j
+    adv_j``; ``"per_pass"``: λ_j for each pass's ``adv_j`` alone, its norm
+    taken ``passes`` times so that each pass is held to 1/passes of the
+    reconstruction gradient. Gradients at W include every path (for the
+    recursive AE W acts at each pass); the rest of each backward pass is
+    never used, and XLA drops it.
+
+    Args:
+      b: the bound step pieces.
+      vjp_fn: the VJP of ``params -> (L_rec, [passes] adv)`` at the current params.
+      weights: [passes] per-pass weights w_j (:func:`~raegan_jax.stages.pass_weights`).
+    """
+    g = b.cfg.gan
+    p = weights.shape[0]
+
+    def grad_w(ct_rec, ct_adv):  # gradient at W of ct_rec L_rec + ct_adv . adv
+        return vjp_fn((ct_rec, ct_adv))[0][b.ae.last_layer]["kernel"]
+
+    def norm(x):
+        return jnp.sqrt(jnp.sum(jnp.square(x)))
+
+    rec = norm(grad_w(jnp.float32(1.0), jnp.zeros((p,), jnp.float32)))
+    if g.adaptive_scope == "shared":
+        lam = jnp.full((p,), rec / (norm(grad_w(jnp.float32(0.0), weights)) + g.adaptive_eps))
+    else:
+        per = jax.vmap(lambda e: norm(grad_w(jnp.float32(0.0), e)))(jnp.eye(p, dtype=jnp.float32))
+        lam = rec / (p * per + g.adaptive_eps)
+    return jax.lax.stop_gradient(jnp.clip(lam, 0.0, g.adaptive_max))
 
 
 def _apply(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any):
@@ -249,7 +297,14 @@ def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
 
 def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
               adv_on: jax.Array | bool) -> tuple[Any, Metrics, jax.Array]:
-    """The AE's gradient of recon (+ ``adv_weight`` x adversarial if ``adv_on``) against D.
+    """The AE's gradient of recon + Σ_j c_j adv_j against D (c = 0 unless ``adv_on``).
+
+    The coefficient of pass j's adversarial term is ``gan.adv_weight`` x its
+    per-pass weight (:func:`~raegan_jax.stages.pass_weights`) x λ_j
+    (:func:`adaptive_lambda`, or 1 under ``gan.adv_weight_mode="fixed"``).
+    One forward pass and one VJP: the losses' values are computed once, and
+    the gradient is the VJP at cotangent (1, c), so λ can depend on
+    gradients of the same forward pass.
 
     D is a constant here: only its input gradient is taken, and it sees the
     real images outside the differentiated function (their logits feed the
@@ -258,16 +313,23 @@ def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
     Returns:
       ``(grads, metrics, logits)`` with logits [passes, B, H, W, C].
     """
+    g = b.cfg.gan
     real_l = b.disc.apply({"params": state.d_params}, images)
 
-    def loss_fn(p):
+    def losses_fn(p):
         logits = ae_logits(b, p, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
         fake_l = b.disc.apply({"params": state.d_params}, to_images(logits))  # [P, B]
-        m = _gan_metrics(b, obj, per_pass, real_l, fake_l, adv_on)
-        return m["loss"], (m, logits)
+        return (obj, losses.adversarial_loss(fake_l, g.adv_loss)), (per_pass, fake_l, logits)
 
-    (_, (metrics, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.ae_params)
+    (obj, adv), vjp_fn, (per_pass, fake_l, logits) = jax.vjp(losses_fn, state.ae_params,
+                                                              has_aux=True)
+    weights = pass_weights(b.cfg, state.ctrl)
+    lam = (adaptive_lambda(b, vjp_fn, weights) if g.adv_weight_mode == "adaptive"
+           else jnp.ones_like(adv))
+    coef = jnp.where(adv_on, g.adv_weight * weights * lam, 0.0).astype(adv.dtype)
+    (grads,) = vjp_fn((jnp.ones_like(obj), coef))
+    metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l, coef, lam, weights)
     return grads, metrics, logits
 
 
@@ -359,7 +421,9 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
       reconstruction step, ``recon_objective`` and ``adv_weighted`` (the AE
       objective's parts), ``adv_loss`` [passes], ``d_loss``, ``d_real_acc``,
       ``d_fake_acc`` [passes]; the one-program step adds ``stage`` (the
-      stage that ran). ``finite`` flags a NaN/Inf loss. With
+      stage that ran). Where configured: ``adv_lambda`` [passes] (the
+      adaptive weight λ), ``pass_weight`` [passes], and ``rule_fake_acc``
+      (the running accuracy the threshold rule read). ``finite`` flags a NaN/Inf loss. With
       ``train.diagnostics`` the ``diag/...`` instruments of
       :mod:`raegan_jax.diagnostics` are added.
     """
@@ -377,6 +441,8 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
         # The host knows the stage for the whole sweep: trace only its update.
         if fixed_stage == STAGE_D:
             new, metrics = d_update(b, state, images, pidx)
+            for k in ("adv_lambda", "pass_weight"):  # not computed in a D sweep
+                metrics.pop(k, None)
         elif fixed_stage == STAGE_AE:
             new, metrics = ae_update(b, state, images, pidx)
         else:
@@ -398,7 +464,14 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
         metrics["ae_updates"] = ((stage != STAGE_D) | both).astype(jnp.int32)
         metrics["d_updates"] = ((stage == STAGE_D) | (both & (stage != STAGE_RECON))).astype(
             jnp.int32)
-        stage = next_stage(policy, stage, metrics["d_fake_acc"].mean(), b.cfg.gan.threshold)
+    if "d_fake_acc" in metrics:  # every GAN step that shows D the fakes (not a recon sweep)
+        ctrl, rule_acc = controller_update(b.cfg, state.ctrl, metrics["d_fake_acc"])
+        new = new.replace(ctrl=ctrl)
+        if ctrl is not None:
+            metrics["rule_fake_acc"] = rule_acc
+        if fixed_stage is None:
+            stage = next_stage(b.cfg.gan.stage_policy, stage, rule_acc, b.cfg.gan.threshold,
+                               b.cfg.gan.hysteresis)
     metrics["finite"] = jnp.all(jnp.asarray([jnp.isfinite(metrics["loss"]).all(),
                                              jnp.isfinite(metrics.get("d_loss", 0.0)).all()]))
     metrics.update(diag)

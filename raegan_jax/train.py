@@ -34,7 +34,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from raegan_jax import data as data_lib
-from raegan_jax import figures
+from raegan_jax import figures, losses
 from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_params
 from raegan_jax.config import Config, ConfigError, from_dict, validate
 from raegan_jax.figures import train_recon_loss
@@ -151,7 +151,8 @@ def sweep_means(sums: dict, prefix: str, groups: bool = True) -> dict:
             continue
         rec[f"{prefix}{g}/fraction"] = g_steps / max(n, 1)
         for k in GROUPED_METRICS:
-            rec[f"{prefix}{g}/{k}"] = _value(np.asarray(sums[f"{g}/{k}"]) / g_steps)
+            if f"{g}/{k}" in sums:
+                rec[f"{prefix}{g}/{k}"] = _value(np.asarray(sums[f"{g}/{k}"]) / g_steps)
     return rec
 
 
@@ -177,6 +178,8 @@ def _epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict
     if evals:
         for k, v in evals.items():
             rec[f"val/{k}"] = _value(v)
+        if "d_fake_acc" in evals:
+            rec["val/balance_gap"] = losses.balance_gap(evals["d_fake_acc"])
     return rec
 
 
@@ -521,7 +524,32 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         out.update({"d_real_acc": float(final_eval["d_real_acc"]),
                     "d_fake_acc": np.asarray(final_eval["d_fake_acc"]).tolist(),
                     "d_loss": float(final_eval["d_loss"]),
-                    "stage_policy": cfg.gan.stage_policy})
+                    "balance_gap": losses.balance_gap(final_eval["d_fake_acc"]),
+                    "adv_lambda": figures.adv_lambda(history[-1]) if history else None,
+                    "stage_policy": cfg.gan.stage_policy,
+                    "adv_weight_mode": cfg.gan.adv_weight_mode})
+    out["last_3_epochs"] = _last_epochs_mean(history, 3)
+    return out
+
+
+# Validation measures averaged over the last epochs in summary.json (the goal is judged
+# over several epochs, not on one that the game happened to end well or badly).
+_LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_psnr": "val/psnr",
+                     "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
+                     "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap"}
+
+
+def _last_epochs_mean(history: list[dict], n: int) -> dict:
+    """Means over the last ``n`` evaluated epochs of the validation measures (and λ)."""
+    recs = [h for h in history if "val/recon_loss" in h][-n:]
+    out: dict[str, Any] = {"epochs": [h["epoch"] for h in recs]}
+    for name, key in _LAST_EPOCHS_KEYS.items():
+        vals = [h[key] for h in recs if key in h]
+        if vals:
+            out[name] = _value(np.mean(np.asarray(vals, np.float64), axis=0))
+    lams = [lam for lam in (figures.adv_lambda(h) for h in history[-n:]) if lam is not None]
+    if lams:
+        out["adv_lambda"] = _value(np.mean(np.asarray(lams, np.float64), axis=0))
     return out
 
 

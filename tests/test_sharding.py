@@ -11,7 +11,7 @@ from raegan_jax import steps
 assert jax.device_count() == 8
 over = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
         "model.disc_widths": "16,8", "train.batch_size": 16, "model.passes": 2,
-        "model.batch_chunks": 2}  # each chunk stays split over the 8 devices
+        "model.batch_chunks": 2, "train.warmup_steps": 0}  # each chunk stays split over the 8 devices
 cfg = rj.get_preset("mnist_aegan", {**over, "model.family": "raegan"})
 xs = [jax.random.uniform(jax.random.key(i), (16, 28, 28, 1)) for i in range(4)]
 out = {}

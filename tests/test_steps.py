@@ -10,7 +10,8 @@ from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
 from conftest import TINY
 
 SMALL = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
-         "model.disc_widths": "16,8", "train.batch_size": 8}
+         "model.disc_widths": "16,8", "train.batch_size": 8,
+         "train.warmup_steps": 0}  # the first step moves the weights
 
 
 def small_cfg(family="aegan", **kw):
