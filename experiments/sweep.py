@@ -2,6 +2,7 @@
 
     python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--set K=V]
     python experiments/sweep.py table SPEC.json --runs DIR [--json OUT.json]
+    python experiments/sweep.py frontier SPEC.json --runs DIR --out FIG.png
 
 SPEC is a JSON list of runs: ``{"name": "rae_lr1e-3", "preset": "cifar10_rae",
 "set": {"train.ae_lr": 1e-3, "train.epochs": 20}, "seeds": [0, 1, 2]}``. Each
@@ -14,7 +15,10 @@ the same seed, and waits for it.
 ``table`` prints, per run name, the mean ± std over seeds of the final
 validation loss of every pass, PSNR/SSIM per pass, D's accuracies (GAN
 families), the step at which training left the mean-image plateau, and how
-many seeds ended with a pass still on it.
+many seeds ended with a pass still on it; for GAN runs also the balance gap
+(max over passes of |D's accuracy on the fakes - 0.5|, final and mean over the
+last 3 epochs) and the adaptive weight λ per pass. ``frontier`` plots each run's
+reconstruction against its balance gap (the report's goal is the lower left).
 """
 
 from __future__ import annotations
@@ -146,10 +150,12 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
             out.append({"name": e["name"], "preset": e["preset"], "set": e.get("set", {}), "n": 0})
             continue
 
-        def stat(key):
-            v = np.asarray([s["summary"][key] for s in seeds if s["summary"].get(key) is not None],
-                           np.float64)
+        def stat(key, where=lambda summ: summ):
+            v = np.asarray([where(s["summary"])[key] for s in seeds
+                            if where(s["summary"]).get(key) is not None], np.float64)
             return (v.mean(axis=0).tolist(), v.std(axis=0).tolist()) if v.size else None
+
+        last3 = lambda summ: summ.get("last_3_epochs") or {}
 
         exits = [s["plateau_exit_step"] for s in seeds]
         row = {"name": e["name"], "preset": e["preset"], "set": e.get("set", {}),
@@ -158,6 +164,9 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                "val_recon_loss": stat("val_recon_loss"), "val_psnr": stat("val_psnr"),
                "val_ssim": stat("val_ssim"), "d_real_acc": stat("d_real_acc"),
                "d_fake_acc": stat("d_fake_acc"),
+               "balance_gap": stat("balance_gap"), "balance_gap_last3": stat("balance_gap", last3),
+               "val_recon_loss_last3": stat("val_recon_loss", last3),
+               "adv_lambda": stat("adv_lambda"),
                "plateau_exit_steps": exits,
                "seeds_on_plateau": sum(s["on_plateau_at_end"] for s in seeds),
                "per_seed_val_recon_loss": [s["summary"]["val_recon_loss"] for s in seeds],
@@ -177,13 +186,15 @@ def _pm(stat, fmt="{:.4f}") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table of :func:`summarize`'s rows."""
+    """A markdown table of :func:`summarize`'s rows (with balance columns for GAN runs)."""
+    gan = any(r.get("balance_gap") for r in rows)
     lines = ["| run | settings | seeds | val loss per pass (mean ± std) | PSNR dB per pass | "
              "SSIM per pass | D acc real / fakes per pass | left plateau at step (per seed) | "
-             "seeds ending on plateau |", "|---|---|---|---|---|---|---|---|---|"]
+             "seeds ending on plateau |" + (" balance gap: final; last 3 epochs | λ per pass |" if gan else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gan else "")]
     for r in rows:
         if not r["n"]:
-            lines.append(f"| {r['name']} | {r['preset']} | 0 | not run | | | | | |")
+            lines.append(f"| {r['name']} | {r['preset']} | 0 | not run | | | | | |" + (" | |" if gan else ""))
             continue
         sets = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["set"].items())
         if r.get("init_from"):
@@ -193,13 +204,40 @@ def table(rows: list[dict]) -> str:
         exits = ", ".join("never" if x is None else str(x) for x in r["plateau_exit_steps"])
         lines.append(f"| {r['name']} | `{r['preset']}` {sets} | {r['n']} | {_pm(r['val_recon_loss'])} | "
                      f"{_pm(r['val_psnr'], '{:.2f}')} | {_pm(r['val_ssim'], '{:.3f}')} | {d} | {exits} | "
-                     f"{r['seeds_on_plateau']}/{r['n']} |")
+                     f"{r['seeds_on_plateau']}/{r['n']} |" + (
+                         f" {_pm(r['balance_gap'], '{:.2f}')}; {_pm(r['balance_gap_last3'], '{:.2f}')} | "
+                         f"{_pm(r['adv_lambda'], '{:.3g}')} |" if gan else ""))
     return "\n".join(lines)
+
+
+def frontier(rows: list[dict], path: pathlib.Path, title: str = "") -> pathlib.Path:
+    """Reconstruction (val loss, mean over passes) against the balance gap, both means
+    over each run's last 3 epochs and its seeds (bars: std over seeds), one point per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = [r for r in rows if r["n"] and r.get("balance_gap_last3") and r.get("val_recon_loss_last3")]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in pts:
+        gap, gap_sd = r["balance_gap_last3"]
+        rec, rec_sd = (float(np.mean(v)) for v in r["val_recon_loss_last3"])
+        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt="o", capsize=3)
+        ax.annotate(r["name"], (gap, rec), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("balance gap: max over passes |D's accuracy on fakes - 0.5| (last 3 epochs)")
+    ax.set_ylabel("validation reconstruction loss, mean over passes (last 3 epochs)")
+    ax.set_xlim(-0.02, 0.52)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "reconstruction vs balance (goal: lower left)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["run", "table"])
+    p.add_argument("action", choices=["run", "table", "frontier"])
     p.add_argument("spec", type=pathlib.Path)
     p.add_argument("--runs", type=pathlib.Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
@@ -207,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
+    p.add_argument("--out", type=pathlib.Path, help="frontier: the PNG to write")
     a = p.parse_args(argv)
     spec = json.loads(a.spec.read_text())
     if a.action == "run":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
         return run(spec, a.runs, a.jobs, a.only, a.sets)
     rows = summarize(spec, a.runs)
+    if a.action == "frontier":
+        if not a.out:
+            p.error("frontier needs --out FIG.png")
+        print(frontier(rows, a.out, a.spec.stem))
+        return 0
     print(table(rows))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))

@@ -237,6 +237,33 @@ def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int,
     return rows
 
 
+def bench_adaptive(datasets, families, batch: int, passes: int, repeats: int, warmup: int,
+                   overrides=None, log: Callable[[str], None] = print) -> list[dict]:
+    """The AE-stage step with a fixed adversarial weight vs the adaptive λ (shared, per pass),
+    interleaved: what measuring λ at the decoder's last layer costs."""
+    rows = []
+    for dataset in datasets:
+        for family in [f for f in families if f in ("aegan", "raegan")]:
+            p = passes if family == "raegan" else 1
+            modes = {"fixed": {}, "adaptive shared": {"gan.adv_weight_mode": "adaptive",
+                                                      "gan.adaptive_scope": "shared"}}
+            if p > 1:
+                modes["adaptive per_pass"] = {"gan.adv_weight_mode": "adaptive",
+                                              "gan.adaptive_scope": "per_pass"}
+            cfgs = {k: bench_config(dataset, family, p, batch, {**(overrides or {}), **v})
+                    for k, v in modes.items()}
+            runners = {k: JaxRunner(c, "ae") for k, c in cfgs.items()}
+            times = interleaved(runners, repeats, warmup)
+            base = statistics.median(times["fixed"])
+            for k, r in runners.items():
+                row = _row(f"jax {k}", cfgs[k], times[k], r.compile_s, stage="ae")
+                row["cost_vs_fixed"] = row["ms_per_step"] / (1e3 * base)
+                rows.append(row)
+                log(f"{dataset:8s} {family:7s} ae B={batch} passes={p} {k:18s} "
+                    f"{row['ms_per_step']:8.1f} ms  x{row['cost_vs_fixed']:.2f} of fixed")
+    return rows
+
+
 def environment() -> dict:
     """Device, library versions and machine: written next to every result."""
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -267,7 +294,7 @@ def markdown(rows: list[dict], env: dict) -> str:
     head = (f"{env['date']} · {env['device_count']} x {env['device_kind']} ({env['backend']}) · "
             f"jax {env['jax']} · flax {env['flax']}" + (f" · torch {env['torch']}" if "torch" in env else ""))
     cols = ["impl", "dataset", "family", "stage", "passes", "batch", "ms_per_step", "images_per_sec",
-            "compile_s", "jax_speedup", "speedup_vs_host_fed", "xla_memory_bytes"]
+            "compile_s", "jax_speedup", "speedup_vs_host_fed", "cost_vs_fixed", "xla_memory_bytes"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -296,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
     p.add_argument("--multi-step", type=int, default=0, metavar="N",
                    help="also time N steps per dispatch vs one (first dataset/family/batch)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="only time the AE step with the fixed vs the adaptive adversarial weight")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="", help="write NAME.json and NAME.md (default: print only)")
     args = p.parse_args(argv)
@@ -304,9 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     torch_modes = (["torch"] if args.torch else []) + (["torch.compile"] if args.torch_compile else [])
     env = environment()
     print(json.dumps(env))
-    rows = bench_steps(split(args.datasets), split(args.families), [int(b) for b in split(args.batch_sizes)],
-                       [int(v) for v in split(args.passes)], args.repeats, args.warmup, torch_modes,
-                       overrides)
+    if args.adaptive:
+        rows = bench_adaptive(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
+                              int(split(args.passes)[0]), args.repeats, args.warmup, overrides)
+    else:
+        rows = bench_steps(split(args.datasets), split(args.families),
+                           [int(b) for b in split(args.batch_sizes)],
+                           [int(v) for v in split(args.passes)], args.repeats, args.warmup,
+                           torch_modes, overrides)
     if args.multi_step:
         fam = split(args.families)[0]
         rows += bench_multi_step(split(args.datasets)[0], fam, int(split(args.passes)[0]) if fam in ("rae", "raegan") else 1,
