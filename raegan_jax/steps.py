@@ -177,15 +177,14 @@ def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: ja
 
     ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``,
     the adversarial term of each pass times its coefficient ``adv_coef``
-    [passes] (:func:`adversarial_coefficients`; None = 0, no adversarial
-    term), summed over passes. D's update replaces ``loss`` by D's loss,
-    which it optimises. ``adv_lambda`` (adaptive weight) and ``pass_weight``
+    [passes] (set in :func:`_ae_grads`; None = no adversarial term), summed
+    over passes. D's update replaces ``loss`` by D's loss, which it optimises. ``adv_lambda`` (adaptive weight) and ``pass_weight``
     (per-pass weighting) are added only where configured, so every update of
     a config returns the same keys (lax.switch needs that); an update that
     does not compute them reports zeros (``lam``/``weights`` None).
     """
     adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
-    adv_weighted = 0.0 * adv.sum() if adv_coef is None else adv_coef @ adv
+    adv_weighted = jnp.zeros((), adv.dtype) if adv_coef is None else adv_coef @ adv
     m = {
         "loss": recon_obj + adv_weighted,
         "recon_objective": recon_obj,
@@ -423,8 +422,8 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
       ``d_fake_acc`` [passes]; the one-program step adds ``stage`` (the
       stage that ran). Where configured: ``adv_lambda`` [passes] (the
       adaptive weight λ), ``pass_weight`` [passes], and ``rule_fake_acc``
-      (the running accuracy the threshold rule read). ``finite`` flags a NaN/Inf loss. With
-      ``train.diagnostics`` the ``diag/...`` instruments of
+      (the running accuracy the threshold rule read). ``finite`` flags a
+      NaN/Inf loss. With ``train.diagnostics`` the ``diag/...`` instruments of
       :mod:`raegan_jax.diagnostics` are added.
     """
     images = as_images(batch)
