@@ -178,10 +178,11 @@ def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: ja
     ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``,
     the adversarial term of each pass times its coefficient ``adv_coef``
     [passes] (set in :func:`_ae_grads`; None = no adversarial term), summed
-    over passes. D's update replaces ``loss`` by D's loss, which it optimises. ``adv_lambda`` (adaptive weight) and ``pass_weight``
-    (per-pass weighting) are added only where configured, so every update of
-    a config returns the same keys (lax.switch needs that); an update that
-    does not compute them reports zeros (``lam``/``weights`` None).
+    over passes. D's update replaces ``loss`` by D's loss, which it optimises.
+    ``adv_lambda`` (adaptive weight) and ``pass_weight`` (per-pass weighting)
+    are added only where configured, so every update of a config returns the
+    same keys (lax.switch needs that); an update that does not compute them
+    reports zeros (``lam``/``weights`` None).
     """
     adv = losses.adversarial_loss(fake_l, b.cfg.gan.adv_loss)
     adv_weighted = jnp.zeros((), adv.dtype) if adv_coef is None else adv_coef @ adv
