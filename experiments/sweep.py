@@ -217,12 +217,15 @@ def frontier(rows: list[dict], path: pathlib.Path, title: str = "") -> pathlib.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     pts = [r for r in rows if r["n"] and r.get("balance_gap_last3") and r.get("val_recon_loss_last3")]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in pts:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    markers = "os^vD<>px*h"
+    for i, r in enumerate(pts):
         gap, gap_sd = r["balance_gap_last3"]
         rec, rec_sd = (float(np.mean(v)) for v in r["val_recon_loss_last3"])
-        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt="o", capsize=3)
-        ax.annotate(r["name"], (gap, rec), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt=markers[i % len(markers)], capsize=3,
+                    label=r["name"])
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel("balance gap: max over passes |D's accuracy on fakes - 0.5| (last 3 epochs)")
     ax.set_ylabel("validation reconstruction loss, mean over passes (last 3 epochs)")
     ax.set_xlim(-0.02, 0.52)
