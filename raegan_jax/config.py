@@ -127,7 +127,7 @@ class GanConfig:
     # adversarial terms of all passes together; "per_pass": one per pass, each pass
     # getting 1/passes of the reconstruction gradient's norm.
     adv_weight_mode: str = "fixed"
-    adaptive_scope: str = "per_pass"
+    adaptive_scope: str = "shared"
     adaptive_max: float = 1e4
     adaptive_eps: float = 1e-4
     # The threshold rule's controls (all on device). threshold_ema: the rule reads a
