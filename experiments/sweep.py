@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from raegan_jax import figures
 from raegan_jax.figures import train_recon_loss
 
 # A run is on the mean-image plateau while its reconstruction loss stays near
@@ -213,29 +214,10 @@ def table(rows: list[dict]) -> str:
 def frontier(rows: list[dict], path: pathlib.Path, title: str = "") -> pathlib.Path:
     """Reconstruction (val loss, mean over passes) against the balance gap, both means
     over each run's last 3 epochs and its seeds (bars: std over seeds), one point per run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    pts = [r for r in rows if r["n"] and r.get("balance_gap_last3") and r.get("val_recon_loss_last3")]
-    fig, ax = plt.subplots(figsize=(10, 5))
-    markers = "os^vD<>px*h"
-    for i, r in enumerate(pts):
-        gap, gap_sd = r["balance_gap_last3"]
-        rec, rec_sd = (float(np.mean(v)) for v in r["val_recon_loss_last3"])
-        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt=markers[i % len(markers)], capsize=3,
-                    label=r["name"])
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_xlabel("balance gap: max over passes |D's accuracy on fakes - 0.5| (last 3 epochs)")
-    ax.set_ylabel("validation reconstruction loss, mean over passes (last 3 epochs)")
-    ax.set_xlim(-0.02, 0.52)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title or "reconstruction vs balance (goal: lower left)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    pts = {r["name"]: (r["balance_gap_last3"],
+                       tuple(float(np.mean(v)) for v in r["val_recon_loss_last3"]))
+           for r in rows if r["n"] and r.get("balance_gap_last3") and r.get("val_recon_loss_last3")}
+    return figures.balance_frontier(pts, path, title or "reconstruction vs balance (goal: lower left)")
 
 
 def main(argv: list[str] | None = None) -> int:

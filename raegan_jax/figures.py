@@ -155,6 +155,29 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     return _finish(fig, path, title, suptitle=True)
 
 
+def balance_frontier(points: dict[str, tuple], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """Saves reconstruction against the balance gap, one point per run (the goal: lower left).
+
+    Args:
+      points: run name -> ((gap mean, gap std), (loss mean, loss std)).
+      path: the PNG to write.
+      title: figure title.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    markers = "os^vD<>px*h"
+    for i, (name, ((gap, gap_sd), (rec, rec_sd))) in enumerate(points.items()):
+        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt=markers[i % len(markers)], capsize=3,
+                    label=name)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_xlabel("balance gap: max over passes |D's accuracy on fakes - 0.5| (last 3 epochs)")
+    ax.set_ylabel("validation reconstruction loss, mean over passes (last 3 epochs)")
+    ax.set_xlim(-0.02, 0.52)
+    ax.grid(True, alpha=0.3)
+    return _finish(fig, path, title)
+
+
 def diagnostics(histories: dict[str, Sequence[dict]], path: str | pathlib.Path,
                 title: str = "") -> pathlib.Path:
     """Saves the plateau instruments (``train.diagnostics``) over epochs, one line per run.

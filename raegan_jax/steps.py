@@ -227,9 +227,7 @@ def adaptive_lambda(b: Bound, vjp_fn, weights: jax.Array) -> jax.Array:
     def grad_w(ct_rec, ct_adv):  # gradient at W of ct_rec L_rec + ct_adv . adv
         return vjp_fn((ct_rec, ct_adv))[0][b.ae.last_layer]["kernel"]
 
-    def norm(x):
-        return jnp.sqrt(jnp.sum(jnp.square(x)))
-
+    norm = optax.global_norm
     rec = norm(grad_w(jnp.float32(1.0), jnp.zeros((p,), jnp.float32)))
     if g.adaptive_scope == "shared":
         lam = jnp.full((p,), rec / (norm(grad_w(jnp.float32(0.0), weights)) + g.adaptive_eps))
