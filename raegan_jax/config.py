@@ -136,6 +136,10 @@ class GanConfig:
     # threshold + hysteresis and ends at or below threshold - hysteresis.
     threshold_ema: float = 0.0
     hysteresis: float = 0.0
+    # What the threshold rule reads: "fake" (the report: D's accuracy on the fakes), or
+    # "both": min(D's accuracy on reals, on fakes), so D keeps learning while it is
+    # wrong on either (a D that calls every image fake scores 1 on fakes, 0 here).
+    threshold_on: str = "fake"
     # Per-pass weights of the adversarial term: "uniform", or "caught": pass j gets
     # passes x m_j / sum(m) (m_j: D's running accuracy on pass j's fakes), pushing
     # hardest where D still catches the fakes.
@@ -428,6 +432,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= g.hysteresis < min(g.threshold, 1.0 - g.threshold), "gan.hysteresis",
            f"must be >= 0 and leave the band [threshold - h, threshold + h] inside (0, 1), "
            f"got {g.hysteresis} with threshold {g.threshold}")
+    _check(g.threshold_on in ("fake", "both"), "gan.threshold_on",
+           f"must be 'fake' or 'both', got {g.threshold_on!r}")
     _check(g.pass_weighting in ("uniform", "caught"), "gan.pass_weighting",
            f"must be 'uniform' or 'caught', got {g.pass_weighting!r}")
 

@@ -93,7 +93,7 @@ def stage_impl(cfg: Config) -> str:
     return impl
 
 
-def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: float,
+def next_stage(policy: str, stage: jax.Array, acc: jax.Array, threshold: float,
                hysteresis: float = 0.0) -> jax.Array:
     """The stage after this step (all on device, no host sync).
 
@@ -103,15 +103,16 @@ def next_stage(policy: str, stage: jax.Array, fake_acc: jax.Array, threshold: fl
     directions reduce to "AE if accuracy > threshold, else D". With a
     ``hysteresis`` band h the switches move apart: D's stage hands over when
     the accuracy exceeds ``threshold + h``, the AE's when it falls to
-    ``threshold - h`` or below; inside the band the stage stays. ``fake_acc``
-    is what the rule reads (this step's accuracy over every pass's fakes, or
-    its running mean: :func:`controller_update`). :data:`STAGE_RECON` is left
+    ``threshold - h`` or below; inside the band the stage stays. ``acc``
+    is what the rule reads (:func:`controller_update`: this step's accuracy
+    over every pass's fakes or its running mean, and with
+    ``gan.threshold_on="both"`` the smaller of that and D's accuracy on reals). :data:`STAGE_RECON` is left
     to the loop (pretraining), and so is every stage under the other policies.
     """
     if policy != "threshold":
         return stage
-    to_ae = fake_acc > threshold + hysteresis
-    to_d = fake_acc <= threshold - hysteresis
+    to_ae = acc > threshold + hysteresis
+    to_d = acc <= threshold - hysteresis
     # h = 0: to_ae and to_d are complements, the report's rule exactly.
     rule = jnp.where(to_ae, STAGE_AE, jnp.where(to_d, STAGE_D, stage)).astype(stage.dtype)
     return jnp.where(stage == STAGE_RECON, stage, rule)
@@ -126,32 +127,48 @@ def needs_controller(cfg: Config) -> bool:
 
 def init_controller(cfg: Config) -> dict | None:
     """The controller's memory at step 0: D's running accuracy on fakes per pass,
-    ``{"fake_acc": [passes]}``, starting at ``gan.threshold`` (no evidence either
+    ``{"fake_acc": [passes]}``, and with ``gan.threshold_on="both"`` on reals,
+    ``"real_acc": []``, all starting at ``gan.threshold`` (no evidence either
     way); None when no controller needs it."""
     if not needs_controller(cfg):
         return None
-    return {"fake_acc": jnp.full((cfg.model.passes,), cfg.gan.threshold, jnp.float32)}
+    t = cfg.gan.threshold
+    ctrl = {"fake_acc": jnp.full((cfg.model.passes,), t, jnp.float32)}
+    if cfg.gan.threshold_on == "both":
+        ctrl["real_acc"] = jnp.full((), t, jnp.float32)
+    return ctrl
 
 
-def controller_update(cfg: Config, ctrl: dict | None, fake_acc: jax.Array
-                      ) -> tuple[dict | None, jax.Array]:
-    """Folds this step's accuracy of D on each pass's fakes into the running mean.
+def controller_update(cfg: Config, ctrl: dict | None, fake_acc: jax.Array,
+                      real_acc: jax.Array) -> tuple[dict | None, jax.Array]:
+    """Folds this step's accuracies of D into the running means; returns what the
+    threshold rule reads.
 
     Args:
-      cfg: the config (``gan.threshold_ema`` is the mean's decay; 0 keeps
-        only the latest step).
+      cfg: the config (``gan.threshold_ema`` is the means' decay; 0 keeps
+        only the latest step; ``gan.threshold_on`` what the rule reads).
       ctrl: the state's controller memory (:func:`init_controller`) or None.
       fake_acc: [passes] D's accuracy on this step's fakes.
+      real_acc: [] D's accuracy on this step's real images.
 
     Returns:
-      ``(new ctrl, what the threshold rule reads)``: the running mean over
-      passes, or this step's mean accuracy without a controller.
+      ``(new ctrl, rule's accuracy)``: the accuracy on fakes averaged over
+      passes (running or this step's), and with ``threshold_on="both"`` the
+      smaller of that and the accuracy on reals.
     """
-    if ctrl is None:
-        return None, fake_acc.mean()
-    beta = cfg.gan.threshold_ema
-    m = beta * ctrl["fake_acc"] + (1.0 - beta) * fake_acc.astype(jnp.float32)
-    return {"fake_acc": m}, m.mean()
+    fake_acc, real_acc = fake_acc.astype(jnp.float32), real_acc.astype(jnp.float32)
+    if ctrl is not None:
+        beta = cfg.gan.threshold_ema
+        ema = lambda old, new: beta * old + (1.0 - beta) * new
+        ctrl = {k: ema(v, fake_acc if k == "fake_acc" else real_acc) for k, v in ctrl.items()}
+        fake_acc = ctrl["fake_acc"]
+        real_acc = ctrl.get("real_acc", real_acc)
+    rule = fake_acc.mean()
+    if cfg.gan.threshold_on == "both":
+        # Why: a D that calls every image fake is "right" on every fake; it must also be
+        # right on reals before the AE's turn comes.
+        rule = jnp.minimum(rule, real_acc)
+    return ctrl, rule
 
 
 def pass_weights(cfg: Config, ctrl: dict | None) -> jax.Array:

@@ -33,7 +33,8 @@ class TrainState:
         (None for the ``ae``/``rae`` families). Two separate optax states
         mean a frozen network's moments and counts never move.
       ctrl: the stage controller's memory, ``{"fake_acc": float32 [passes]}``
-        (D's running accuracy on each pass's fakes), or None when no
+        (D's running accuracy on each pass's fakes; plus ``"real_acc": []``
+        with ``gan.threshold_on="both"``), or None when no
         controller needs one (:func:`~raegan_jax.stages.needs_controller`).
     """
 

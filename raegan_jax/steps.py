@@ -420,8 +420,8 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
       objective's parts), ``adv_loss`` [passes], ``d_loss``, ``d_real_acc``,
       ``d_fake_acc`` [passes]; the one-program step adds ``stage`` (the
       stage that ran). Where configured: ``adv_lambda`` [passes] (the
-      adaptive weight λ), ``pass_weight`` [passes], and ``rule_fake_acc``
-      (the running accuracy the threshold rule read). ``finite`` flags a
+      adaptive weight λ), ``pass_weight`` [passes], and ``rule_acc``
+      (the accuracy the threshold rule read: running, or the min with reals). ``finite`` flags a
       NaN/Inf loss. With ``train.diagnostics`` the ``diag/...`` instruments of
       :mod:`raegan_jax.diagnostics` are added.
     """
@@ -463,10 +463,11 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
         metrics["d_updates"] = ((stage == STAGE_D) | (both & (stage != STAGE_RECON))).astype(
             jnp.int32)
     if "d_fake_acc" in metrics:  # every GAN step that shows D the fakes (not a recon sweep)
-        ctrl, rule_acc = controller_update(b.cfg, state.ctrl, metrics["d_fake_acc"])
+        ctrl, rule_acc = controller_update(b.cfg, state.ctrl, metrics["d_fake_acc"],
+                                           metrics["d_real_acc"])
         new = new.replace(ctrl=ctrl)
-        if ctrl is not None:
-            metrics["rule_fake_acc"] = rule_acc
+        if ctrl is not None or b.cfg.gan.threshold_on == "both":
+            metrics["rule_acc"] = rule_acc
         if fixed_stage is None:
             stage = next_stage(b.cfg.gan.stage_policy, stage, rule_acc, b.cfg.gan.threshold,
                                b.cfg.gan.hysteresis)

@@ -104,11 +104,37 @@ def test_running_mean_and_hysteresis_flip_the_stage_on_device(key):
     for acc, mean, stage_after in script:
         state, m = step(with_d_bias(state, -30.0 if acc else 30.0), batch())
         np.testing.assert_allclose(m["d_fake_acc"], [acc, acc])
-        np.testing.assert_allclose(m["rule_fake_acc"], mean, rtol=1e-6)
+        np.testing.assert_allclose(m["rule_acc"], mean, rtol=1e-6)
         np.testing.assert_allclose(state.ctrl["fake_acc"], [mean, mean], rtol=1e-6)
         assert int(state.stage) == stage_after, (acc, mean)
     # (The report's rule alone would have flipped at every change of accuracy:
     # test_steps.py::test_next_stage_boundaries.)
+
+
+@pytest.mark.parametrize("on,stage_after", [("fake", STAGE_AE), ("both", STAGE_D)])
+def test_threshold_on_both_keeps_d_learning_while_it_calls_reals_fake(on, stage_after, key):
+    # A D that calls every image fake (forced through its last bias) is right on every
+    # fake: the report's rule hands the turn to the AE; "both" keeps D learning.
+    cfg = small_cfg("raegan", **{"gan.stage_impl": "select", "gan.threshold_on": on})
+    state = with_d_bias(rj.create_train_state(cfg, key).replace(stage=jnp.int32(STAGE_D)), -30.0)
+    new, m = rj.make_train_step(cfg, steps_per_epoch=10)(state, batch())
+    np.testing.assert_allclose([m["d_real_acc"], *m["d_fake_acc"]], [0.0, 1.0, 1.0])
+    assert int(new.stage) == stage_after
+    assert ("rule_acc" in m) == (on == "both")  # no controller memory: logged only for "both"
+    if on == "both":
+        assert float(m["rule_acc"]) == 0.0
+
+
+def test_threshold_on_both_running_means():
+    cfg = small_cfg("raegan", **{"gan.threshold_on": "both", "gan.threshold_ema": 0.5})
+    ctrl = stages.init_controller(cfg)
+    np.testing.assert_allclose([ctrl["real_acc"], *ctrl["fake_acc"]], [0.5, 0.5, 0.5])
+    ctrl, rule = stages.controller_update(cfg, ctrl, jnp.asarray([1.0, 0.8]), jnp.asarray(0.2))
+    np.testing.assert_allclose(ctrl["fake_acc"], [0.75, 0.65])
+    np.testing.assert_allclose(ctrl["real_acc"], 0.35)
+    np.testing.assert_allclose(rule, 0.35)  # min(mean(0.75, 0.65), 0.35): the reals decide
+    ctrl, rule = stages.controller_update(cfg, ctrl, jnp.asarray([0.0, 0.0]), jnp.asarray(1.0))
+    np.testing.assert_allclose(rule, 0.35)  # now the fakes do: min(0.35, 0.675)
 
 
 def test_caught_weighting_pushes_on_the_pass_d_catches(key):
@@ -130,6 +156,7 @@ def test_caught_weighting_pushes_on_the_pass_d_catches(key):
     ("gan.threshold_ema", 1.0, "[0, 1)"),
     ("gan.hysteresis", 0.5, "inside (0, 1)"),
     ("gan.pass_weighting", "worst", "'uniform' or 'caught'"),
+    ("gan.threshold_on", "real", "'fake' or 'both'"),
 ])
 def test_bad_balance_settings_are_named(field, value, words):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as e:
@@ -139,7 +166,8 @@ def test_bad_balance_settings_are_named(field, value, words):
 
 def test_a_balanced_run_reports_its_balance_and_resumes_exactly(tmp_path, tiny_mnist):
     over = {**TINY, "model.family": "raegan", "model.passes": 2, "gan.adv_weight_mode": "adaptive",
-            "gan.threshold_ema": 0.8, "gan.hysteresis": 0.05, "gan.pass_weighting": "caught"}
+            "gan.threshold_ema": 0.8, "gan.hysteresis": 0.05, "gan.pass_weighting": "caught",
+            "gan.threshold_on": "both"}
     cfg = rj.get_preset("mnist_aegan", {**over, "train.epochs": 2})
     summary = train_and_evaluate(cfg, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
     recs = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
