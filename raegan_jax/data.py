@@ -34,6 +34,7 @@ import pickle
 import sys
 from typing import Iterator
 
+import filelock
 import numpy as np
 
 from raegan_jax.config import IMAGE_SHAPES, Config
@@ -238,10 +239,15 @@ def prepare_local(dataset: str, raw: pathlib.Path):
 
     cls = _builders()[dataset]
     manual = raw.parent if raw.is_file() else raw
+    cache = _cache_dir(raw)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # Why the lock: runs started together (a sweep's --jobs, a cluster's array) would
+    # each build the same folder and the second rename would fail; the first builds,
+    # the others wait and find it prepared.
     # tfds logs a warning for a not-yet-prepared folder and prints "Downloading and
     # preparing" although nothing is downloaded: keep both out of the user's output.
-    with _quiet_tfds():
-        builder = cls(data_dir=str(_cache_dir(raw)), file_format="array_record")
+    with filelock.FileLock(f"{cache}.lock"), _quiet_tfds():
+        builder = cls(data_dir=str(cache), file_format="array_record")
         if builder.is_prepared():
             return builder
         print(f"preparing tfds dataset {builder.name} (ArrayRecord) from {raw} in "

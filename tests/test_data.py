@@ -36,6 +36,24 @@ def test_local_mnist_through_tfds_builder(tiny_mnist):
     np.testing.assert_array_equal(ds.train.images[..., 0], raw[:100])  # "first": file order
 
 
+def _prepare_after(barrier, raw):
+    barrier.wait()  # both processes start building at once
+    return data.prepare_local("mnist", raw).info.splits["train"].num_examples
+
+
+def test_runs_started_together_prepare_the_dataset_once(tiny_mnist, tmp_path, monkeypatch):
+    # A sweep's --jobs start several runs over a cache nobody has prepared yet.
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, cf.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        barrier = manager.Barrier(2)
+        got = [f.result() for f in [pool.submit(_prepare_after, barrier, tiny_mnist / "mnist")
+                                    for _ in range(2)]]
+    assert got == [256, 256]
+
+
 def test_seeded_sample_subset_is_deterministic(tiny_mnist):
     over = {"data.train_examples": 50, "data.subset": "sample", "train.batch_size": 10}
     a = data.load(rj.get_preset("mnist_ae", over), tiny_mnist)
