@@ -17,6 +17,7 @@ is tried.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -120,17 +121,33 @@ class Checkpointer:
         self.verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
-            out = self._mngr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract)))
-            state = out["state"]
+            state = self._restore_state(step, abstract)
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(
-                f"checkpoint {self.path(step)} cannot be restored into this model: {_short(e)}") from e
+            state = self._restore_older(step, like, abstract)
+            if state is None:
+                raise CheckpointError(f"checkpoint {self.path(step)} cannot be restored into "
+                                      f"this model: {_short(e)}") from e
         want = jax.tree.map(lambda x: (x.shape, x.dtype), like)
         got = jax.tree.map(lambda x: (x.shape, x.dtype), state)
         if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
             raise CheckpointError(f"checkpoint {self.path(step)} holds other shapes than this model")
         return state
+
+    def _restore_state(self, step: int, abstract: Any) -> Any:
+        return self._mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
+
+    def _restore_older(self, step: int, like: Any, abstract: Any) -> Any | None:
+        """Restores a checkpoint written before a train-state field with a None
+        default existed (:data:`LATER_FIELDS`): the fields it has, ``like``'s None
+        for the rest. None if that does not fit either."""
+        older = _without_later_fields(abstract)
+        if older is None:
+            return None
+        try:
+            return like.replace(**self._restore_state(step, older))
+        except Exception:  # noqa: BLE001 -- not an older checkpoint of this model either
+            return None
 
     def restore_newest(self, like: Any, check_meta: Callable[[pathlib.Path, dict], None],
                        log: Callable[[str], None] = print) -> tuple[int, Any, dict] | None:
@@ -213,6 +230,23 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
         return meta["config"], ckpt.restore(step, template(meta["config"]))
     finally:
         ckpt.close()
+
+
+# Train-state fields added after checkpoints were first written; older checkpoints
+# lack them, and they restore as None when the run does not use them.
+LATER_FIELDS = ("ctrl",)
+
+
+def _without_later_fields(abstract: Any) -> dict | None:
+    """``abstract``'s top-level fields as a dict, without the :data:`LATER_FIELDS` that
+    are None in it; None when it has no such field (nothing else to try)."""
+    if not dataclasses.is_dataclass(abstract):
+        return None
+    names = [f.name for f in dataclasses.fields(abstract)]
+    drop = [n for n in LATER_FIELDS if n in names and getattr(abstract, n) is None]
+    if not drop:
+        return None
+    return {n: getattr(abstract, n) for n in names if n not in drop}
 
 
 def _sha256(path: pathlib.Path) -> str:

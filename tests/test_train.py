@@ -121,6 +121,34 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(tmp_path, ti
         assert strip_timing(ref_metrics) == strip_timing(read_metrics(w)), damage
 
 
+def test_a_checkpoint_from_before_the_controller_field_resumes(tmp_path, tiny_mnist):
+    """Checkpoints written before TrainState.ctrl existed have no such field: they resume
+    (ctrl None) and end where an uninterrupted run ends, and nothing is set aside."""
+    import dataclasses
+    import shutil
+    straight = cfg_for("mnist_ae", **{"train.epochs": 2})
+    train_and_evaluate(straight, tmp_path / "ref", data_dir=str(tiny_mnist), progress=False)
+    w = tmp_path / "old"
+    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), w, data_dir=str(tiny_mnist),
+                       progress=False)
+    # Rewrite its checkpoint as the older code wrote it: the state's fields but ctrl.
+    ckpt = Checkpointer(w / "checkpoints")
+    step = ckpt.latest_step()
+    state, meta = final_state(straight, w), ckpt.read_meta(step)
+    shutil.rmtree(ckpt.path(step))
+    ckpt.close()
+    ckpt = Checkpointer(w / "checkpoints")
+    ckpt.save(step, {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+                     if f.name != "ctrl"}, meta)
+    ckpt.close()
+    train_and_evaluate(straight, w, data_dir=str(tiny_mnist), progress=False)
+    assert not (w / "checkpoints_set_aside").exists()
+    for x, y in zip(jax.tree.leaves(final_state(straight, tmp_path / "ref")),
+                    jax.tree.leaves(final_state(straight, w))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert strip_timing(read_metrics(tmp_path / "ref")) == strip_timing(read_metrics(w))
+
+
 def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist, capfd):
     """Another model's checkpoint is not damage: it is refused, and nothing is moved."""
     cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
