@@ -165,10 +165,11 @@ def balance_frontier(points: dict[str, tuple], path: str | pathlib.Path, title: 
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
-    markers = "os^vD<>px*h"
+    markers, colors = "os^vD<>px*h", plt.get_cmap("tab20").colors
     for i, (name, ((gap, gap_sd), (rec, rec_sd))) in enumerate(points.items()):
-        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt=markers[i % len(markers)], capsize=3,
-                    label=name)
+        # 11 markers x 20 colours: no two of up to 220 runs look alike.
+        ax.errorbar(gap, rec, xerr=gap_sd, yerr=rec_sd, fmt=markers[i % len(markers)],
+                    color=colors[i % len(colors)], capsize=3, label=name)
     ax.set_yscale("log")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel("balance gap: max over passes |D's accuracy on fakes - 0.5| (last 3 epochs)")
