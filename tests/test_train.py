@@ -212,3 +212,21 @@ def test_many_steps_per_dispatch_equals_one(tmp_path, tiny_mnist):
     a, b = final_state(one, tmp_path / "one"), final_state(three, tmp_path / "three")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_val_spread_reproduces_the_runs_val_loss(tmp_path, tiny_mnist):
+    """experiments/val_spread.py's per-image losses over the first N test images average
+    to the val loss the run itself reported, and its draws are summarised consistently."""
+    import importlib.util
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "val_spread.py"
+    spec = importlib.util.spec_from_file_location("val_spread", path)
+    vs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs)
+    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
+    summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
+    _, loss = vs.per_image_loss(tmp_path / "w", str(tiny_mnist))
+    assert loss.shape == (64,)  # every test image, not only the run's 40
+    np.testing.assert_allclose(loss[:40].mean(), summary["val_recon_loss"][0], rtol=1e-5)
+    s = vs.spread(loss, 16, draws=50)
+    np.testing.assert_allclose(s["blocks"], loss[:64].reshape(4, 16).mean(axis=1))
+    assert s["first_n"] == s["blocks"][0] and s["random_min"] <= s["random_mean"] <= s["random_max"]
