@@ -184,7 +184,7 @@ IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: int,
             train: int, test: int, recon_loss: str, stage_policy: str = "threshold",
             ae_lr: float = 5e-3, adv_weight: float = 1.0, resample_train: bool = False,
-            warmup_steps: int = 0) -> Config:
+            warmup_steps: int = 0, threshold_on: str = "fake") -> Config:
     return resolve(Config(
         preset=name,
         model=ModelConfig(family=family, passes=passes),
@@ -192,7 +192,7 @@ def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: in
                         resample_train=resample_train),
         train=TrainConfig(epochs=epochs, recon_loss=recon_loss, ae_lr=ae_lr,
                           warmup_steps=warmup_steps),
-        gan=GanConfig(stage_policy=stage_policy, adv_weight=adv_weight),
+        gan=GanConfig(stage_policy=stage_policy, adv_weight=adv_weight, threshold_on=threshold_on),
     ))
 
 
@@ -231,6 +231,12 @@ def resolve(cfg: Config) -> Config:
 #   seeds learn and end at val MSE 0.0158 / 0.0153 / 0.0160. mnist_aegan (the same AE,
 #   the same seeds) too: without it seed 2 dies the same way (0.1025); with it the
 #   three seeds end at 0.0155 / 0.0165 / 0.0165 after 200 epochs.
+# - mnist_aegan: the threshold rule reads min(D's accuracy on reals, on fakes)
+#   (gan.threshold_on="both"), and each epoch draws its 7,000 images afresh (as mnist_ae).
+#   The report's rule lets D call every image fake (validation real accuracy 0.00-0.14,
+#   fakes 0.82-1.00; D trains 0 steps in the last 20 epochs); with both changes D plays
+#   the game to the end and every seed ends near the balance with a better AE
+#   (experiments/RESULTS.md §7).
 MNIST_AE_WARMUP = 500
 CIFAR_AE_LR = 1e-3
 GAN_ADV_WEIGHT = 0.01
@@ -242,8 +248,8 @@ PRESETS: dict[str, Config] = {
     "cifar10_rae": _preset("cifar10_rae", "cifar10", "rae", passes=3, epochs=150, train=10000,
                            test=2000, recon_loss="bce", ae_lr=CIFAR_AE_LR),
     "mnist_aegan": _preset("mnist_aegan", "mnist", "aegan", epochs=200, train=7000, test=2000,
-                           recon_loss="mse", adv_weight=GAN_ADV_WEIGHT,
-                           warmup_steps=MNIST_AE_WARMUP),
+                           recon_loss="mse", adv_weight=GAN_ADV_WEIGHT, resample_train=True,
+                           warmup_steps=MNIST_AE_WARMUP, threshold_on="both"),
     "cifar10_aegan": _preset("cifar10_aegan", "cifar10", "aegan", epochs=20, train=20000,
                              test=2000, recon_loss="bce", stage_policy="phases", ae_lr=CIFAR_AE_LR,
                              adv_weight=GAN_ADV_WEIGHT),

@@ -19,7 +19,11 @@ def test_presets_match_the_report():
         assert (cfg.train.ae_lr, cfg.train.d_lr, cfg.train.batch_size) == (ae_lr, 1e-3, 128)
         if cfg.is_gan:
             assert cfg.gan.adv_weight == 0.01
-    assert p["mnist_ae"].data.resample_train and not p["mnist_aegan"].data.resample_train
+    assert p["mnist_ae"].data.resample_train and p["mnist_aegan"].data.resample_train
+    assert not p["cifar10_ae"].data.resample_train
+    # Only mnist_aegan's threshold rule also reads D's accuracy on reals (RESULTS §7).
+    assert {n: c.gan.threshold_on for n, c in p.items() if c.is_gan} == {
+        "mnist_aegan": "both", "cifar10_aegan": "fake", "cifar10_raegan": "fake"}
     # The literal settings stay one override away.
     literal = rj.get_preset("cifar10_raegan", {"train.ae_lr": 5e-3, "gan.adv_weight": 1.0})
     assert (literal.train.ae_lr, literal.gan.adv_weight) == (5e-3, 1.0)
