@@ -106,8 +106,9 @@ def next_stage(policy: str, stage: jax.Array, acc: jax.Array, threshold: float,
     ``threshold - h`` or below; inside the band the stage stays. ``acc``
     is what the rule reads (:func:`controller_update`: this step's accuracy
     over every pass's fakes or its running mean, and with
-    ``gan.threshold_on="both"`` the smaller of that and D's accuracy on reals). :data:`STAGE_RECON` is left
-    to the loop (pretraining), and so is every stage under the other policies.
+    ``gan.threshold_on="both"`` the smaller of that and D's accuracy on
+    reals). :data:`STAGE_RECON` is left to the loop (pretraining), and so is
+    every stage under the other policies.
     """
     if policy != "threshold":
         return stage
