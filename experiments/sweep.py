@@ -57,10 +57,25 @@ def _cmd(entry: dict, seed: int, workdir: pathlib.Path, runs: pathlib.Path,
     return cmd
 
 
+def select(spec: list[dict], only: list[str] | None) -> list[tuple[dict, int]]:
+    """The (entry, seed) pairs to run: every one of ``spec``, or those of the entries
+    named in ``only``.
+
+    Raises:
+      ValueError: a name in ``only`` that no entry has (a typo would otherwise run nothing).
+    """
+    names = [e["name"] for e in spec]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"--only: no run named {', '.join(unknown)} in the spec; "
+                         f"its runs are: {', '.join(names)}")
+    return [(e, s) for e in spec if not only or e["name"] in only for s in e.get("seeds", [0])]
+
+
 def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
         extra: list[str] = ()) -> int:
     """Trains every (run, seed) of ``spec`` not yet finished, ``jobs`` at a time."""
-    todo = [(e, s) for e in spec if not only or e["name"] in only for s in e.get("seeds", [0])]
+    todo = select(spec, only)
     done_events = {(e["name"], s): threading.Event() for e, s in todo}
     failures = []
 
@@ -226,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec", type=pathlib.Path)
     p.add_argument("--runs", type=pathlib.Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--only", nargs="*")
+    # "extend": `--only a b` and `--only a --only b` both select a and b.
+    p.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                   help="run only these entries of the spec")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
@@ -234,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     spec = json.loads(a.spec.read_text())
     if a.action == "run":
+        try:
+            select(spec, a.only)
+        except ValueError as e:
+            p.error(str(e))
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
         return run(spec, a.runs, a.jobs, a.only, a.sets)
     rows = summarize(spec, a.runs)

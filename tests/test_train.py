@@ -214,14 +214,20 @@ def test_many_steps_per_dispatch_equals_one(tmp_path, tiny_mnist):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
+def _experiment_script(name: str):
+    """Imports ``experiments/<name>.py`` (a script, not a package module)."""
+    import importlib.util
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_val_spread_reproduces_the_runs_val_loss(tmp_path, tiny_mnist):
     """experiments/val_spread.py's per-image losses over the first N test images average
     to the val loss the run itself reported, and its draws are summarised consistently."""
-    import importlib.util
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "val_spread.py"
-    spec = importlib.util.spec_from_file_location("val_spread", path)
-    vs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vs)
+    vs = _experiment_script("val_spread")
     cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
     _, loss = vs.per_image_loss(tmp_path / "w", str(tiny_mnist))
@@ -230,3 +236,26 @@ def test_val_spread_reproduces_the_runs_val_loss(tmp_path, tiny_mnist):
     s = vs.spread(loss, 16, draws=50)
     np.testing.assert_allclose(s["blocks"], loss[:64].reshape(4, 16).mean(axis=1))
     assert s["first_n"] == s["blocks"][0] and s["random_min"] <= s["random_mean"] <= s["random_max"]
+
+
+def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys, monkeypatch):
+    """``sweep.py run --only a --only b`` runs both entries (argparse would otherwise keep
+    the last flag only), and a name the spec lacks stops it with one error before any
+    run starts."""
+    sweep = _experiment_script("sweep")
+    spec = [{"name": n, "preset": "mnist_ae", "seeds": [0, 1]} for n in ("a", "b", "c")]
+    picked = lambda only: [(e["name"], s) for e, s in sweep.select(spec, only)]
+    assert picked(None) == [(n, s) for n in "abc" for s in (0, 1)]
+    assert picked(["a", "c"]) == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit):
+        sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "d"])
+    assert "no run named d" in capsys.readouterr().err
+    assert not runs.exists()
+    calls = []
+    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    assert sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "c"]) == 0
+    workdirs = sorted(cmd[cmd.index("--workdir") + 1] for cmd in calls)
+    assert workdirs == [str(runs / n / f"seed{s}") for n in "ac" for s in (0, 1)]
