@@ -2,6 +2,7 @@
 
     python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--set K=V]
     python experiments/sweep.py table SPEC.json --runs DIR [--json OUT.json]
+    python experiments/sweep.py seeds SPEC.json --runs DIR [--last 20]
     python experiments/sweep.py frontier SPEC.json --runs DIR --out FIG.png
 
 SPEC is a JSON list of runs: ``{"name": "rae_lr1e-3", "preset": "cifar10_rae",
@@ -19,6 +20,9 @@ many seeds ended with a pass still on it; for GAN runs also the balance gap
 (max over passes of |D's accuracy on the fakes - 0.5|, final and mean over the
 last 3 epochs) and the adaptive weight λ per pass. ``frontier`` plots each run's
 reconstruction against its balance gap (the report's goal is the lower left).
+``seeds`` prints one row per seed, finished or still running: its latest and
+last-3-epoch validation numbers and, for GAN runs, D's accuracies on training
+batches, D's steps and the stage switches per epoch over the last epochs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 
 from raegan_jax import figures
 from raegan_jax.figures import train_recon_loss
+from raegan_jax.losses import balance_gap
 
 # A run is on the mean-image plateau while its reconstruction loss stays near
 # that of one constant image for every input (measured: CIFAR-10 BCE 0.691,
@@ -226,6 +231,69 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]:
+    """One row per (run, seed) that has logged an epoch, finished or not: where it is,
+    its latest validation numbers and their mean over the last 3 evaluated epochs, and
+    how the game went on training batches over the last ``last`` epochs (D's accuracies,
+    D's steps and the stage switches per epoch; a ``phases`` epoch reads its D sweep's
+    accuracies and game sweep's steps are not counted as D's)."""
+    out = []
+    for e in spec:
+        for s in e.get("seeds", [0]):
+            wd = runs / e["name"] / f"seed{s}"
+            recs = _records(wd)
+            evals = [r for r in recs if "val/recon_loss" in r]
+            if not evals:
+                continue
+            cfg = json.loads((wd / "config.json").read_text())
+            row = {"name": e["name"], "seed": s, "epoch": recs[-1]["epoch"],
+                   "epochs": cfg["train"]["epochs"], "finished": (wd / "summary.json").exists(),
+                   "val_recon_loss": evals[-1]["val/recon_loss"],
+                   "val_recon_loss_last3": np.mean([r["val/recon_loss"] for r in evals[-3:]], 0).tolist()}
+            if "val/d_fake_acc" in evals[-1]:
+                tail3, tail = evals[-3:], recs[-last:]
+                mean = lambda key, rs: np.mean([r[key] for r in rs if key in r], 0).tolist() \
+                    if any(key in r for r in rs) else None
+                prefix = "train/d_sweep/" if "train/d_sweep/d_real_acc" in tail[-1] else "train/"
+                row.update(
+                    d_real_acc=evals[-1]["val/d_real_acc"], d_fake_acc=evals[-1]["val/d_fake_acc"],
+                    # From the accuracies: runs older than the balance_gap metric have them.
+                    balance_gap=balance_gap(evals[-1]["val/d_fake_acc"]),
+                    d_real_acc_last3=mean("val/d_real_acc", tail3),
+                    d_fake_acc_last3=mean("val/d_fake_acc", tail3),
+                    balance_gap_last3=float(np.mean([balance_gap(r["val/d_fake_acc"]) for r in tail3])),
+                    train_d_real_acc=mean(prefix + "d_real_acc", tail),
+                    train_d_fake_acc=mean(prefix + "d_fake_acc", tail),
+                    d_steps=mean("train/d_steps", tail),
+                    stage_switches=mean("train/stage_switches", tail))
+            out.append(row)
+    return out
+
+
+def seeds_table(rows: list[dict], last: int = 20) -> str:
+    """A markdown table of :func:`per_seed`'s rows."""
+    f = lambda v, fmt: "–" if v is None else (
+        "/".join(fmt.format(x) for x in v) if isinstance(v, list) else fmt.format(v))
+    lines = ["| run | seed | epoch | val loss per pass; last 3 epochs | D acc real / fakes (val); "
+             f"last 3 epochs | balance gap; last 3 epochs | D acc real / fakes, training batches, "
+             f"last {last} epochs | D steps, stage switches per epoch, last {last} epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ep = f"{r['epoch']}/{r['epochs']}" + ("" if r["finished"] else " (running or stopped)")
+        loss = f"{f(r['val_recon_loss'], '{:.4f}')}; {f(r['val_recon_loss_last3'], '{:.4f}')}"
+        if "d_real_acc" not in r:
+            lines.append(f"| {r['name']} | {r['seed']} | {ep} | {loss} | – | – | – | – |")
+            continue
+        lines.append(
+            f"| {r['name']} | {r['seed']} | {ep} | {loss} | "
+            f"{f(r['d_real_acc'], '{:.2f}')} / {f(r['d_fake_acc'], '{:.2f}')}; "
+            f"{f(r['d_real_acc_last3'], '{:.2f}')} / {f(r['d_fake_acc_last3'], '{:.2f}')} | "
+            f"{f(r['balance_gap'], '{:.2f}')}; {f(r['balance_gap_last3'], '{:.2f}')} | "
+            f"{f(r['train_d_real_acc'], '{:.2f}')} / {f(r['train_d_fake_acc'], '{:.2f}')} | "
+            f"{f(r['d_steps'], '{:.1f}')}, {f(r['stage_switches'], '{:.1f}')} |")
+    return "\n".join(lines)
+
+
 def frontier(rows: list[dict], path: pathlib.Path, title: str = "") -> pathlib.Path:
     """Reconstruction (val loss, mean over passes) against the balance gap, both means
     over each run's last 3 epochs and its seeds (bars: std over seeds), one point per run."""
@@ -237,7 +305,7 @@ def frontier(rows: list[dict], path: pathlib.Path, title: str = "") -> pathlib.P
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["run", "table", "frontier"])
+    p.add_argument("action", choices=["run", "table", "seeds", "frontier"])
     p.add_argument("spec", type=pathlib.Path)
     p.add_argument("--runs", type=pathlib.Path, required=True)
     p.add_argument("--jobs", type=int, default=1)
@@ -248,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
     p.add_argument("--out", type=pathlib.Path, help="frontier: the PNG to write")
+    p.add_argument("--last", type=int, default=20,
+                   help="seeds: the epochs over which the game's training measures are averaged")
     a = p.parse_args(argv)
     spec = json.loads(a.spec.read_text())
     if a.action == "run":
@@ -257,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
         return run(spec, a.runs, a.jobs, a.only, a.sets)
+    if a.action == "seeds":
+        print(seeds_table(per_seed(spec, a.runs, a.last), a.last))
+        return 0
     rows = summarize(spec, a.runs)
     if a.action == "frontier":
         if not a.out:

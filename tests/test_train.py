@@ -247,8 +247,7 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     picked = lambda only: [(e["name"], s) for e, s in sweep.select(spec, only)]
     assert picked(None) == [(n, s) for n in "abc" for s in (0, 1)]
     assert picked(["a", "c"]) == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(spec))
+    path = _write(tmp_path / "spec.json", spec)
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit):
         sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "d"])
@@ -259,3 +258,39 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     assert sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "c"]) == 0
     workdirs = sorted(cmd[cmd.index("--workdir") + 1] for cmd in calls)
     assert workdirs == [str(runs / n / f"seed{s}") for n in "ac" for s in (0, 1)]
+
+
+def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
+    """``sweep.py seeds``: one row per seed with what it has logged, the last-3-epoch means
+    of the validation numbers and the game's training measures over the last epochs."""
+    sweep = _experiment_script("sweep")
+    spec = [{"name": "g", "preset": "mnist_aegan", "seeds": [0, 1, 2]}]
+    recs = [{"epoch": e, "steps": 4, "val/recon_loss": [0.1 / e], "val/d_real_acc": 0.1 * e,
+             "val/d_fake_acc": [0.5 + 0.1 * e], "train/d_real_acc": 0.2 * e,
+             "train/d_fake_acc": [0.9], "train/d_steps": e, "train/stage_switches": 2}
+            for e in range(1, 5)]
+    for seed, n in ((0, 4), (1, 2)):  # seed 0 finished its 4 epochs, seed 1 is at epoch 2
+        wd = tmp_path / "g" / f"seed{seed}"
+        wd.mkdir(parents=True)
+        (wd / "config.json").write_text(json.dumps({"train": {"epochs": 4}}))
+        (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:n]))
+        if n == 4:
+            (wd / "summary.json").write_text("{}")
+    rows = sweep.per_seed(spec, tmp_path, last=2)
+    assert [(r["seed"], r["epoch"], r["finished"]) for r in rows] == [(0, 4, True), (1, 2, False)]
+    done = rows[0]
+    np.testing.assert_allclose(done["val_recon_loss_last3"], [np.mean([0.1 / 2, 0.1 / 3, 0.1 / 4])])
+    np.testing.assert_allclose(done["d_real_acc_last3"], 0.3)  # epochs 2..4
+    np.testing.assert_allclose(done["balance_gap"], 0.4)  # |0.9 - 0.5|
+    np.testing.assert_allclose(done["balance_gap_last3"], 0.3)  # mean of 0.2, 0.3, 0.4
+    np.testing.assert_allclose(done["train_d_real_acc"], 0.7)  # epochs 3, 4 (last=2)
+    np.testing.assert_allclose(done["d_steps"], 3.5)
+    assert sweep.main(["seeds", str(_write(tmp_path / "spec.json", spec)), "--runs", str(tmp_path),
+                       "--last", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[2].startswith("| g | 0 | 4/4 |") and "2/4 (running" in out[3]
+
+
+def _write(path: pathlib.Path, obj) -> pathlib.Path:
+    path.write_text(json.dumps(obj))
+    return path
