@@ -262,6 +262,12 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
                     d_real_acc_last3=mean("val/d_real_acc", tail3),
                     d_fake_acc_last3=mean("val/d_fake_acc", tail3),
                     balance_gap_last3=float(np.mean([balance_gap(r["val/d_fake_acc"]) for r in tail3])),
+                    # Why a longer window too: a D at its decision boundary swings between
+                    # epochs (the game flips stage 10-20 times an epoch; each evaluation is
+                    # a snapshot of one phase of it).
+                    d_fake_acc_last=mean("val/d_fake_acc", evals[-last:]),
+                    balance_gap_last=float(np.mean([balance_gap(r["val/d_fake_acc"])
+                                                    for r in evals[-last:]])),
                     train_d_real_acc=mean(prefix + "d_real_acc", tail),
                     train_d_fake_acc=mean(prefix + "d_fake_acc", tail),
                     d_steps=mean("train/d_steps", tail),
@@ -275,20 +281,23 @@ def seeds_table(rows: list[dict], last: int = 20) -> str:
     f = lambda v, fmt: "–" if v is None else (
         "/".join(fmt.format(x) for x in v) if isinstance(v, list) else fmt.format(v))
     lines = ["| run | seed | epoch | val loss per pass; last 3 epochs | D acc real / fakes (val); "
-             f"last 3 epochs | balance gap; last 3 epochs | D acc real / fakes, training batches, "
+             f"last 3 epochs | D acc fakes (val), last {last} epochs | balance gap; last 3; last {last} epochs | "
+             f"D acc real / fakes, training batches, "
              f"last {last} epochs | D steps, stage switches per epoch, last {last} epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ep = f"{r['epoch']}/{r['epochs']}" + ("" if r["finished"] else " (running or stopped)")
         loss = f"{f(r['val_recon_loss'], '{:.4f}')}; {f(r['val_recon_loss_last3'], '{:.4f}')}"
         if "d_real_acc" not in r:
-            lines.append(f"| {r['name']} | {r['seed']} | {ep} | {loss} | – | – | – | – |")
+            lines.append(f"| {r['name']} | {r['seed']} | {ep} | {loss} | – | – | – | – | – |")
             continue
         lines.append(
             f"| {r['name']} | {r['seed']} | {ep} | {loss} | "
             f"{f(r['d_real_acc'], '{:.2f}')} / {f(r['d_fake_acc'], '{:.2f}')}; "
             f"{f(r['d_real_acc_last3'], '{:.2f}')} / {f(r['d_fake_acc_last3'], '{:.2f}')} | "
-            f"{f(r['balance_gap'], '{:.2f}')}; {f(r['balance_gap_last3'], '{:.2f}')} | "
+            f"{f(r['d_fake_acc_last'], '{:.2f}')} | "
+            f"{f(r['balance_gap'], '{:.2f}')}; {f(r['balance_gap_last3'], '{:.2f}')}; "
+            f"{f(r['balance_gap_last'], '{:.2f}')} | "
             f"{f(r['train_d_real_acc'], '{:.2f}')} / {f(r['train_d_fake_acc'], '{:.2f}')} | "
             f"{f(r['d_steps'], '{:.1f}')}, {f(r['stage_switches'], '{:.1f}')} |")
     return "\n".join(lines)

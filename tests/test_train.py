@@ -283,7 +283,8 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
     np.testing.assert_allclose(done["d_real_acc_last3"], 0.3)  # epochs 2..4
     np.testing.assert_allclose(done["balance_gap"], 0.4)  # |0.9 - 0.5|
     np.testing.assert_allclose(done["balance_gap_last3"], 0.3)  # mean of 0.2, 0.3, 0.4
-    np.testing.assert_allclose(done["train_d_real_acc"], 0.7)  # epochs 3, 4 (last=2)
+    np.testing.assert_allclose(done["balance_gap_last"], 0.35)  # epochs 3, 4 (last=2)
+    np.testing.assert_allclose(done["train_d_real_acc"], 0.7)
     np.testing.assert_allclose(done["d_steps"], 3.5)
     assert sweep.main(["seeds", str(_write(tmp_path / "spec.json", spec)), "--runs", str(tmp_path),
                        "--last", "2"]) == 0
