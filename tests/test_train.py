@@ -295,3 +295,26 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
 def _write(path: pathlib.Path, obj) -> pathlib.Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
+    """experiments/d_separation.py scores the run's own validation images with its D: the
+    accuracies at logit 0 are the run's logged ones, and its AUC is the pairwise one."""
+    ds = _experiment_script("d_separation")
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(1, 1, 50), np.round(rng.normal(0, 1, 40), 1)  # with ties
+    pairs = (real[:, None] > fake[None]).mean() + 0.5 * (real[:, None] == fake[None]).mean()
+    np.testing.assert_allclose(ds.auc(real, fake), pairs)
+    np.testing.assert_allclose(ds.auc(np.round(real, 1), np.round(real, 1)), 0.5)
+    cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 1})
+    summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
+    _, real_l, fake_l = ds.d_scores(tmp_path / "w", str(tiny_mnist))
+    assert real_l.shape == (40,) and fake_l.shape == (2, 40)  # the run's 40 test images
+    s = ds.separation(real_l, fake_l)
+    np.testing.assert_allclose(s["d_real_acc"], summary["d_real_acc"], atol=1e-6)
+    np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
+    assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
+    with pytest.raises(ValueError, match="no discriminator"):
+        train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), tmp_path / "ae",
+                           data_dir=str(tiny_mnist), progress=False)
+        ds.d_scores(tmp_path / "ae", str(tiny_mnist))
