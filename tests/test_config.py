@@ -2,6 +2,7 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax.config import ConfigError, apply_overrides, diff, from_dict
+from raegan_jax.stages import sweeps_before
 
 
 def test_presets_match_the_report():
@@ -21,9 +22,14 @@ def test_presets_match_the_report():
             assert cfg.gan.adv_weight == 0.01
     assert p["mnist_ae"].data.resample_train and p["mnist_aegan"].data.resample_train
     assert not p["cifar10_ae"].data.resample_train
-    # Only mnist_aegan's threshold rule also reads D's accuracy on reals (RESULTS §7).
-    assert {n: c.gan.threshold_on for n, c in p.items() if c.is_gan} == {
-        "mnist_aegan": "both", "cifar10_aegan": "fake", "cifar10_raegan": "fake"}
+    # Every GAN preset plays the threshold rule on reals and fakes (RESULTS §7, §8); the
+    # CIFAR-10 ones for the steps of the report's 20 three-sweep `phases` epochs.
+    assert {n: (c.gan.stage_policy, c.gan.threshold_on, c.train.epochs)
+            for n, c in p.items() if c.is_gan} == {
+        "mnist_aegan": ("threshold", "both", 200), "cifar10_aegan": ("threshold", "both", 60),
+        "cifar10_raegan": ("threshold", "both", 60)}
+    report = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20})
+    assert sweeps_before(report, 20) == sweeps_before(p["cifar10_aegan"], 60) == 60
     # The literal settings stay one override away.
     literal = rj.get_preset("cifar10_raegan", {"train.ae_lr": 5e-3, "gan.adv_weight": 1.0})
     assert (literal.train.ae_lr, literal.gan.adv_weight) == (5e-3, 1.0)
