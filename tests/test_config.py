@@ -88,3 +88,19 @@ def test_config_is_frozen():
     with pytest.raises(Exception):
         cfg.train.epochs = 3  # type: ignore[misc]
     assert apply_overrides(cfg, {}) == cfg
+
+
+def test_every_experiment_spec_entry_is_a_valid_config():
+    """The studies in experiments/specs name presets and overrides that validate, so a
+    sweep never starts runs that fail at their first line (or hides a renamed field)."""
+    import json
+    import pathlib
+    specs = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments" / "specs").glob("*.json"))
+    assert specs
+    for path in specs:
+        entries = json.loads(path.read_text())
+        names = [e["name"] for e in entries]
+        assert len(names) == len(set(names)), f"{path.name}: a run name repeats"
+        for e in entries:
+            rj.get_preset(e["preset"], e.get("set", {}))
+            assert all(isinstance(s, int) for s in e.get("seeds", [0])), (path.name, e["name"])
