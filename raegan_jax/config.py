@@ -244,7 +244,7 @@ def resolve(cfg: Config) -> Config:
 #   rating them more real than the reals); under the rule D stays in the game, the balance
 #   gap falls from ~0.5 to 0.25-0.30 and the reconstruction is as good (aegan, 2 seeds:
 #   0.576 vs 0.576) or better (raegan, 3 seeds: pass 1 0.592 vs 0.602) (RESULTS §8).
-#   `--set gan.stage_policy=phases train.epochs=20` is the report's schedule.
+#   `--set gan.stage_policy=phases train.epochs=20 gan.threshold_on=fake` is the report's schedule.
 MNIST_AE_WARMUP = 500
 CIFAR_GAN_EPOCHS = 60
 CIFAR_AE_LR = 1e-3
