@@ -250,9 +250,10 @@ def resolve(cfg: Config) -> Config:
 #   sweep, an adversarial AE sweep): the same 3 sweeps' worth of steps. Under `phases` the
 #   adversarial sweep overshoots every epoch (D fooled by 85-100% of the validation fakes,
 #   rating them more real than the reals); under the rule D stays in the game, the balance
-#   gap falls from ~0.5 to 0.25-0.30 and the reconstruction is as good (aegan, 2 seeds:
-#   0.576 vs 0.576) or better (raegan, 3 seeds: pass 1 0.592 vs 0.602) (RESULTS §8).
+#   gap falls from ~0.5 to 0.25-0.34 and the reconstruction is as good (aegan, 3 seeds:
+#   0.578 vs 0.576) or better (raegan, 3 seeds: pass 1 0.592 vs 0.602) (RESULTS §8).
 #   `--set gan.stage_policy=phases train.epochs=20 gan.threshold_on=fake` is the report's schedule.
+#   Running means (as mnist_aegan) leave their balance where it was (RESULTS §8): not used.
 MNIST_AE_WARMUP = 500
 CIFAR_GAN_EPOCHS = 60
 MNIST_GAN_EMA = 0.9
