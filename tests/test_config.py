@@ -1,3 +1,6 @@
+import json
+import pathlib
+
 import pytest
 
 import raegan_jax as rj
@@ -96,8 +99,6 @@ def test_config_is_frozen():
 def test_every_experiment_spec_entry_is_a_valid_config():
     """The studies in experiments/specs name presets and overrides that validate, so a
     sweep never starts runs that fail at their first line (or hides a renamed field)."""
-    import json
-    import pathlib
     specs = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments" / "specs").glob("*.json"))
     assert specs
     for path in specs:
