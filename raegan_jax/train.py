@@ -509,6 +509,9 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
         "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
         "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
+        # What a perfect reconstruction scores on these test images (BCE's floor is
+        # their entropy, not 0): compare val losses across test sets above it.
+        "val_recon_floor": losses.recon_floor(ds.test.images, cfg.train.recon_loss),
         "train_recon_loss": train_recon_loss(history[-1]) if history else None,
         # The last epoch's training metrics as logged: per sweep for phases,
         # per step group (where D / the AE learned) for step-wise policies.

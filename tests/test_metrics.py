@@ -171,6 +171,28 @@ def test_resampled_epochs_draw_from_the_whole_split(tmp_path, tiny_mnist):
     summary = train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
     assert [r["steps"] for r in records(tmp_path / "run")] == [2, 2]  # 64 images per epoch
     assert summary["train_examples"] == 256 and summary["resample_train"]  # drawn from all 256
+    assert summary["val_recon_floor"] == 0.0  # MSE: a perfect reconstruction scores 0
     first = set(np.asarray(rj.epoch_permutation(cfg.train.seed, 0, 256))[:64].tolist())
     second = set(np.asarray(rj.epoch_permutation(cfg.train.seed, 1, 256))[:64].tolist())
     assert first != second  # each epoch its own images
+
+
+def test_recon_floor_is_the_least_loss_a_reconstruction_can_score(key):
+    """BCE's floor is the targets' entropy: the loss at output == target, below any other
+    output; MSE's is 0; uint8 images read as pixel/255."""
+    from raegan_jax import losses
+    pixels = jax.random.randint(key, (4, 8, 8, 3), 1, 255).astype(jnp.uint8)  # inside (0, 1)
+    x = np.asarray(pixels, np.float64) / 255.0
+    floor = losses.recon_floor(np.asarray(pixels), "bce")
+    assert floor == pytest.approx(losses.recon_floor(x, "bce"))
+    exact = losses.recon_loss(jnp.log(x / (1 - x)).astype(jnp.float32), jnp.asarray(x, jnp.float32),
+                              "bce").mean()
+    assert float(exact) == pytest.approx(floor, rel=1e-5)
+    for shift in (0.3, -0.3):
+        worse = losses.recon_loss(jnp.log(x / (1 - x)).astype(jnp.float32) + shift,
+                                  jnp.asarray(x, jnp.float32), "bce").mean()
+        assert float(worse) > floor + 1e-3
+    assert losses.recon_floor(np.zeros((1, 2, 2, 1), np.uint8), "bce") == 0.0  # black is certain
+    assert losses.recon_floor(np.asarray(pixels), "mse") == 0.0
+    with pytest.raises(ValueError, match="l1"):
+        losses.recon_floor(x, "l1")
