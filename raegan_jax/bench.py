@@ -12,6 +12,8 @@ program whose on-device flag picks the stage (``jax one-program``: what
 ``threshold`` and ``alternate`` run). With ``--torch`` the PyTorch implementation in
 ``benchmarks/torch_impl.py`` runs the same model and step on the same batch,
 its repeats interleaved with JAX's in one process, and the ratio is printed.
+``--report`` costs each preset's whole run on this machine instead: the programs
+its schedule calls (and the eval step), timed, times how often it calls them.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from raegan_jax.config import Config, get_preset
+from raegan_jax.config import PRESETS, Config, get_preset
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
-from raegan_jax.programs import make_multi_step, make_train_step, sweep_batches
+from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
+from raegan_jax.stages import sweep_plan
+from raegan_jax.steps import steps_per_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The benchmarks step one batch over and over; the cycle schedule needs a sweep
@@ -61,6 +66,7 @@ def _images(cfg: Config, batch: int, seed: int = 0) -> np.ndarray:
 
 
 STAGES = {"ae": STAGE_AE, "d": STAGE_D, "recon": STAGE_RECON}
+STAGE_NAMES = {v: k for k, v in STAGES.items()}
 
 
 class JaxRunner:
@@ -264,6 +270,110 @@ def bench_adaptive(datasets, families, batch: int, passes: int, repeats: int, wa
     return rows
 
 
+class EvalRunner:
+    """The jitted eval step on one test batch (a run evaluates every epoch)."""
+
+    def __init__(self, cfg: Config):
+        self.state = create_train_state(cfg, jax.random.key(0))
+        self.x = _images(cfg, cfg.train.batch_size)
+        self.w = np.ones(cfg.train.batch_size, np.float32)
+        step = make_eval_step(cfg)
+        t = time.perf_counter()
+        jax.block_until_ready(step(self.state, self.x, self.w))
+        self.compile_s = time.perf_counter() - t
+        self.step = step
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        jax.block_until_ready(self.step(self.state, self.x, self.w))
+        return time.perf_counter() - t
+
+
+# The split sizes a preset's run sees when its data is not on this machine: the
+# complete MNIST, and the offline CIFAR-10 subset of ../shared/data.
+FALLBACK_SPLITS = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
+
+
+def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
+    """How many times a run of ``cfg`` calls each program over its whole schedule.
+
+    Args:
+      cfg: a preset's config (its epochs, pretraining, stage policy).
+      available: (train, test) images on disk; the run takes
+        ``min(data.*_examples, available)`` of each (0: all), or
+        ``data.train_examples`` drawn afresh per epoch when resampling.
+
+    Returns:
+      Program -> calls: ``"-"`` (the ae/rae step), ``"recon"``, ``"d"``, ``"ae"``
+      (the programs specialised to a stage: pretraining and ``phases`` sweeps),
+      ``"one-program"`` (the step whose on-device flag picks the stage:
+      ``threshold``, ``alternate``) and ``"eval"`` (test batches, every epoch).
+    """
+    take = lambda want, have: have if want <= 0 else min(want, have)  # noqa: E731
+    n_train = take(cfg.data.train_examples, available[0])
+    n_test = take(cfg.data.test_examples, available[1])
+    spe = steps_per_epoch(cfg, n_train)
+    calls: Counter = Counter()
+    for epoch in range(cfg.train.epochs):
+        for sweep in sweep_plan(cfg, epoch):
+            name = STAGE_NAMES[sweep.stage] if sweep.fixed else (
+                "one-program" if cfg.is_gan else "-")
+            calls[name] += spe
+    every, last = cfg.train.eval_every_epochs, cfg.train.epochs - 1
+    evals = sum((e + 1) % every == 0 or e == last for e in range(cfg.train.epochs))
+    calls["eval"] = evals * -(-n_test // cfg.train.batch_size)  # zero-padded last batch
+    return dict(calls)
+
+
+def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=None,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """What each preset's whole run costs on this machine: every program it runs, timed
+    (interleaved, medians), times the calls its schedule makes (:func:`report_schedule`).
+
+    Checkpointing, data loading and figures are not counted; compile time is, once per
+    program. Returns one row per (preset, program) and one ``"total"`` row per preset.
+    """
+    from raegan_jax import data as data_lib
+    rows, sizes = [], {}
+    for name in presets:
+        cfg = get_preset(name, overrides)
+        if cfg.data.dataset not in sizes:
+            try:
+                sizes[cfg.data.dataset] = data_lib.load(
+                    get_preset(name, {"data.train_examples": 0, "data.test_examples": 0,
+                                      "data.resample_train": False}), data_dir).available
+            except Exception as e:  # noqa: BLE001  (no data here: the standard sizes)
+                log(f"{cfg.data.dataset}: {e.__class__.__name__}; using {FALLBACK_SPLITS[cfg.data.dataset]}")
+                sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
+        calls = report_schedule(cfg, sizes[cfg.data.dataset])
+        runners: dict[str, object] = {}
+        for prog in calls:
+            if prog == "eval":
+                runners[prog] = EvalRunner(cfg)
+            else:
+                runners[prog] = JaxRunner(cfg, prog if prog in STAGES else "ae",
+                                          one_program=prog == "one-program")
+        times = interleaved(runners, repeats, warmup)
+        total_s, compile_s = 0.0, 0.0
+        for prog, n in calls.items():
+            row = _row("jax", cfg, times[prog], runners[prog].compile_s, stage=prog)
+            row.update(preset=name, calls=n, minutes=n * row["ms_per_step"] / 6e4)
+            total_s += 60 * row["minutes"]
+            compile_s += row["compile_s"]
+            rows.append(row)
+            log(f"{name:15s} {prog:12s} {n:7d} calls x {row['ms_per_step']:7.1f} ms = "
+                f"{row['minutes']:6.1f} min")
+        total = {"impl": "jax", "preset": name, "stage": "total", "dataset": cfg.data.dataset,
+                 "family": cfg.model.family, "passes": cfg.model.passes,
+                 "batch": cfg.train.batch_size, "calls": sum(calls.values()),
+                 "compile_s": compile_s, "minutes": (total_s + compile_s) / 60}
+        rows.append(total)
+        log(f"{name:15s} {'total':12s} {total['minutes']:6.1f} min (compile {compile_s:.0f} s)")
+    whole = sum(r["minutes"] for r in rows if r["stage"] == "total")
+    log(f"all presets: {whole:.1f} min")
+    return rows
+
+
 def environment() -> dict:
     """Device, library versions and machine: written next to every result."""
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -293,8 +403,9 @@ def markdown(rows: list[dict], env: dict) -> str:
     """A markdown table of the rows, headed by the environment."""
     head = (f"{env['date']} · {env['device_count']} x {env['device_kind']} ({env['backend']}) · "
             f"jax {env['jax']} · flax {env['flax']}" + (f" · torch {env['torch']}" if "torch" in env else ""))
-    cols = ["impl", "dataset", "family", "stage", "passes", "batch", "ms_per_step", "images_per_sec",
-            "compile_s", "jax_speedup", "speedup_vs_host_fed", "cost_vs_fixed", "xla_memory_bytes"]
+    cols = ["impl", "preset", "dataset", "family", "stage", "passes", "batch", "calls", "ms_per_step",
+            "images_per_sec", "compile_s", "minutes", "jax_speedup", "speedup_vs_host_fed",
+            "cost_vs_fixed", "xla_memory_bytes"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -325,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time N steps per dispatch vs one (first dataset/family/batch)")
     p.add_argument("--adaptive", action="store_true",
                    help="only time the AE step with the fixed vs the adaptive adversarial weight")
+    p.add_argument("--report", nargs="?", const=",".join(PRESETS), default=None, metavar="PRESETS",
+                   help="estimate each preset's whole run on this machine (default: all presets): "
+                        "its programs timed, times the calls its schedule makes")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="", help="write NAME.json and NAME.md (default: print only)")
     args = p.parse_args(argv)
@@ -333,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     torch_modes = (["torch"] if args.torch else []) + (["torch.compile"] if args.torch_compile else [])
     env = environment()
     print(json.dumps(env))
-    if args.adaptive:
+    if args.report is not None:
+        rows = bench_report(split(args.report), args.repeats, args.warmup, overrides)
+    elif args.adaptive:
         rows = bench_adaptive(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
                               int(split(args.passes)[0]), args.repeats, args.warmup, overrides)
     else:

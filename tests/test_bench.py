@@ -1,0 +1,41 @@
+"""`raegan bench --report`: each preset's whole run, costed from its schedule."""
+
+import json
+
+import pytest
+
+import raegan_jax as rj
+from raegan_jax import bench
+
+from conftest import TINY
+
+
+def test_report_schedule_counts_what_each_preset_runs():
+    mnist, cifar = (60000, 10000), (8068, 1017)
+    # 20 reconstruction-only epochs, then 180 of the game; 7,000 images a epoch (54 steps).
+    assert bench.report_schedule(rj.get_preset("mnist_aegan"), mnist) == {
+        "recon": 20 * 54, "one-program": 180 * 54, "eval": 200 * 16}  # 2,000 test images
+    assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 5}
+    # the report's phases: every epoch three specialised sweeps; the offline 8,068 images
+    phases = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
+                                             "train.eval_every_epochs": 4})
+    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
+                                                    "eval": 5 * 8}
+    # fewer images on disk than the preset asks for: the run takes what exists
+    assert bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))["-"] == 150 * 7
+
+
+def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
+    over = {**TINY, "train.epochs": 3, "data.train_examples": 96, "gan.ae_pretrain_epochs": 1}
+    log = []
+    rows = bench.bench_report(["mnist_aegan"], repeats=2, warmup=0, overrides=over,
+                              data_dir=str(tiny_mnist), log=log.append)
+    by = {r["stage"]: r for r in rows}
+    assert set(by) == {"recon", "one-program", "eval", "total"}
+    assert (by["recon"]["calls"], by["one-program"]["calls"], by["eval"]["calls"]) == (3, 6, 6)
+    for r in (by["recon"], by["one-program"], by["eval"]):
+        assert r["ms_per_step"] > 0 and r["minutes"] == pytest.approx(r["calls"] * r["ms_per_step"] / 6e4)
+    parts = sum(by[k]["minutes"] for k in ("recon", "one-program", "eval"))
+    assert by["total"]["minutes"] == pytest.approx(parts + by["total"]["compile_s"] / 60)
+    assert log[-1].startswith("all presets:")
+    json.dumps(rows)  # what --out writes
