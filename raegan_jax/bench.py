@@ -342,8 +342,8 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
                 sizes[cfg.data.dataset] = data_lib.load(
                     get_preset(name, {"data.train_examples": 0, "data.test_examples": 0,
                                       "data.resample_train": False}), data_dir).available
-            except Exception as e:  # noqa: BLE001  (no data here: the standard sizes)
-                log(f"{cfg.data.dataset}: {e.__class__.__name__}; using {FALLBACK_SPLITS[cfg.data.dataset]}")
+            except data_lib.DataError as e:  # no data here: cost the standard sizes
+                log(f"{cfg.data.dataset}: {e}; costing {FALLBACK_SPLITS[cfg.data.dataset]} images")
                 sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
         calls = report_schedule(cfg, sizes[cfg.data.dataset])
         runners: dict[str, object] = {}
@@ -448,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     print(json.dumps(env))
     if args.report is not None:
+        unknown = [n for n in split(args.report) if n not in PRESETS]
+        if unknown:
+            p.error(f"--report: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
         rows = bench_report(split(args.report), args.repeats, args.warmup, overrides)
     elif args.adaptive:
         rows = bench_adaptive(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),

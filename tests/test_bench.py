@@ -39,3 +39,9 @@ def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
     assert by["total"]["minutes"] == pytest.approx(parts + by["total"]["compile_s"] / 60)
     assert log[-1].startswith("all presets:")
     json.dumps(rows)  # what --out writes
+
+
+def test_report_names_an_unknown_preset_at_once(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--report", "mnist_ae,cifar100_ae"])
+    assert e.value.code == 2 and "unknown preset(s) cifar100_ae" in capsys.readouterr().err
