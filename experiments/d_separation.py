@@ -14,19 +14,17 @@ reconstructions of them with D, and reports per pass:
   that pass (ties count half). 0.5: D cannot tell them apart at any threshold;
   1: some threshold separates them perfectly. It does not move with D's bias.
 
-With ``--blur SIGMA ...`` it also scores the real images blurred (a Gaussian of that
-standard deviation in pixels, reflect-padded): if D rejects blurred reals about as
-well as it rejects the fakes (AUC of reals against blurred reals near the fakes'),
-blur is what D reads. The blurred images' PSNR against the originals is printed
-beside them, to set against the fakes'.
+With ``--cues`` it also asks what D reads: it scores altered real images (edits that
+keep them real in content) and hybrids of the reals and the pass-1 fakes, and reports
+each one's PSNR against the originals and its AUC against the reals. A cue D reads
+gets an AUC near the fakes'; one it ignores, 0.5. See :func:`cue_images`.
 
-    python experiments/d_separation.py runs/full_raegan/both_e60/seed0 ... [--blur 0.5 1] [--json OUT]
+    python experiments/d_separation.py runs/full_raegan/both_e60/seed0 ... [--cues] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 
@@ -51,20 +49,41 @@ def blur(images: jax.Array, sigma: float) -> jax.Array:
     return pix.gaussian_blur(padded, sigma, 2 * r + 1, padding="VALID")
 
 
+def cue_images(x: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
+    """Probes of what D reads: real images [B, H, W, C] altered, or mixed with their fakes.
+
+    ``blur σ=s``: Gaussian blur (the AE's outputs are blurry); ``contrast ×c``: each
+    image's deviations from its mean colour scaled by c; ``noise 0.05``: Gaussian
+    pixel noise; ``fake coarse + real fine``: the fake's low-pass (blur σ=1) plus the
+    real image's detail above it, and ``real coarse + fake fine`` the reverse;
+    ``fake mean colour``: the real image shifted to its fake's mean colour.
+    """
+    low = lambda im: blur(im, 1.0)  # noqa: E731
+    mean = lambda im: im.mean(axis=(1, 2), keepdims=True)  # noqa: E731
+    noise = 0.05 * jax.random.normal(jax.random.key(0), x.shape)
+    return {"blur σ=1": blur(x, 1.0), "blur σ=2": blur(x, 2.0), "blur σ=3": blur(x, 3.0),
+            "contrast ×0.8": mean(x) + 0.8 * (x - mean(x)),
+            "contrast ×0.6": mean(x) + 0.6 * (x - mean(x)),
+            "noise 0.05": jnp.clip(x + noise, 0.0, 1.0),
+            "fake coarse + real fine": low(fake) + x - low(x),
+            "real coarse + fake fine": low(x) + fake - low(fake),
+            "fake mean colour": x - mean(x) + mean(fake)}
+
+
 def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 512,
-             blur_sigmas: tuple[float, ...] = ()) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+             cues: bool = False) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """D's logits on the run's validation images and on every pass's reconstructions.
 
     Args:
       workdir: a GAN run with a checkpoint.
       data_dir: where the raw data is (default: the run's own lookup).
       batch: images per forward pass.
-
-      blur_sigmas: also score the real images blurred by each of these.
+      cues: also score the probes of :func:`cue_images`.
 
     Returns:
-      ``(run config dict, real logits [N], fake logits [passes, N], blurred)``
-      with ``blurred[sigma] = (logits [N], PSNR dB of the blurred reals)``.
+      ``(run config dict, real logits [N], fake logits [passes, N], cues)`` with
+      ``cues[name] = (logits [N], PSNR dB of the probe against the real images)``
+      (empty unless ``cues``).
 
     Raises:
       ValueError: the run is not of a GAN family.
@@ -79,25 +98,20 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
     @jax.jit
     def scores(ae_params, d_params, x):
         images = x.astype(np.float32) / 255.0
-        return d_logits(b, d_params, images, to_images(ae_logits(b, ae_params, images)))
-
-    @functools.partial(jax.jit, static_argnums=2)  # the kernel's size depends on sigma
-    def blurred_scores(d_params, x, sigma):
-        images = x.astype(np.float32) / 255.0
-        soft = blur(images, sigma)
-        return b.disc.apply({"params": d_params}, soft), pix.psnr(soft, images)
+        fakes = to_images(ae_logits(b, ae_params, images))
+        real_l, fake_l = d_logits(b, d_params, images, fakes)
+        probes = cue_images(images, fakes[0]) if cues else {}
+        return real_l, fake_l, {k: (b.disc.apply({"params": d_params}, v), pix.psnr(v, images))
+                                for k, v in probes.items()}
 
     out = [scores(state.ae_params, state.d_params, test[i:i + batch])
            for i in range(0, len(test), batch)]
-    real = np.concatenate([np.asarray(r, np.float64) for r, _ in out])
-    fake = np.concatenate([np.asarray(f, np.float64) for _, f in out], axis=1)
-    blurred = {}
-    for sigma in blur_sigmas:
-        parts = [blurred_scores(state.d_params, test[i:i + batch], sigma)
-                 for i in range(0, len(test), batch)]
-        blurred[sigma] = (np.concatenate([np.asarray(l, np.float64) for l, _ in parts]),
-                          float(np.concatenate([np.asarray(q) for _, q in parts]).mean()))
-    return cfg_d, real, fake, blurred
+    real = np.concatenate([np.asarray(r, np.float64) for r, _, _ in out])
+    fake = np.concatenate([np.asarray(f, np.float64) for _, f, _ in out], axis=1)
+    probes = {k: (np.concatenate([np.asarray(c[k][0], np.float64) for _, _, c in out]),
+                  float(np.concatenate([np.asarray(c[k][1]) for _, _, c in out]).mean()))
+              for k in (out[0][2] if out else {})}
+    return cfg_d, real, fake, probes
 
 
 def auc(real: np.ndarray, fake: np.ndarray) -> float:
@@ -122,27 +136,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workdirs", nargs="+", type=pathlib.Path)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--blur", type=float, nargs="*", default=[], metavar="SIGMA",
-                    help="also score the real images blurred by a Gaussian of this std (pixels)")
+    ap.add_argument("--cues", action="store_true",
+                    help="also score altered reals and real/fake hybrids: what does D read?")
     ap.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     a = ap.parse_args()
     f = lambda v: "/".join(f"{x:.2f}" for x in v)
-    blur_cols = "".join(f" blur σ={sg:g}: PSNR dB, mean P(real), AUC |" for sg in a.blur)
-    print("| run | D acc real / fakes per pass | D's mean P(real): reals / fakes per pass | "
-          "AUC per pass |" + blur_cols)
-    print("|---|---|---|---|" + "---|" * len(a.blur))
-    rows = {}
+    print("| run | D acc real / fakes per pass | D's mean P(real): reals / fakes per pass | AUC per pass |")
+    print("|---|---|---|---|")
+    rows, cue_lines = {}, []
     for wd in a.workdirs:
-        _, real, fake, blurred = d_scores(wd, a.data_dir, blur_sigmas=tuple(a.blur))
+        _, real, fake, probes = d_scores(wd, a.data_dir, cues=a.cues)
         s = rows[str(wd)] = separation(real, fake)
-        cells = ""
-        for sigma, (logits, psnr) in blurred.items():
-            bs = separation(real, logits[None])
-            s[f"blur_{sigma:g}"] = {"psnr": psnr, "d_prob": bs["d_fake_prob"][0], "auc": bs["auc"][0],
-                                    "d_acc": bs["d_fake_acc"][0]}
-            cells += f" {psnr:.1f}, {bs['d_fake_prob'][0]:.2f}, {bs['auc'][0]:.2f} |"
         print(f"| {wd} | {s['d_real_acc']:.2f} / {f(s['d_fake_acc'])} | "
-              f"{s['d_real_prob']:.2f} / {f(s['d_fake_prob'])} | {f(s['auc'])} |" + cells, flush=True)
+              f"{s['d_real_prob']:.2f} / {f(s['d_fake_prob'])} | {f(s['auc'])} |", flush=True)
+        if probes:
+            s["cues"] = {k: {"psnr": q, "auc": auc(real, logits)} for k, (logits, q) in probes.items()}
+            cue_lines.append(f"| {wd} | {s['auc'][0]:.2f} | " + " | ".join(
+                f"{c['auc']:.2f} ({c['psnr']:.1f})" for c in s["cues"].values()) + " |")
+    if cue_lines:
+        names = list(next(iter(rows.values()))["cues"])
+        print("\nAUC against the reals (PSNR dB against the reals):\n")
+        print("| run | pass-1 fakes | " + " | ".join(names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        print("\n".join(cue_lines))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
 

@@ -308,13 +308,17 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
     np.testing.assert_allclose(ds.auc(np.round(real, 1), np.round(real, 1)), 0.5)
     cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 1})
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
-    _, real_l, fake_l, blurred = ds.d_scores(tmp_path / "w", str(tiny_mnist), blur_sigmas=(0.01, 1.0))
+    _, real_l, fake_l, probes = ds.d_scores(tmp_path / "w", str(tiny_mnist), cues=True)
     assert real_l.shape == (40,) and fake_l.shape == (2, 40)  # the run's 40 test images
-    # a blur of 0.01 px leaves the images as they are: D scores them as the reals
-    np.testing.assert_allclose(blurred[0.01][0], real_l, rtol=1e-4, atol=1e-4)
-    assert blurred[1.0][0].shape == (40,) and blurred[1.0][1] < blurred[0.01][1]
+    assert set(probes) == set(ds.cue_images(np.zeros((1, 8, 8, 1), np.float32),
+                                            np.zeros((1, 8, 8, 1), np.float32)))
+    assert all(p[0].shape == (40,) and np.isfinite(p[1]) for p in probes.values())
     flat = np.full((2, 8, 8, 3), 0.7, np.float32)  # reflect padding: no dark borders
     np.testing.assert_allclose(np.asarray(ds.blur(flat, 1.5)), flat, rtol=1e-5)
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (2, 8, 8, 3)))
+    cues = ds.cue_images(x, x)  # a perfect fake: every hybrid is the real image itself
+    for name in ("fake coarse + real fine", "real coarse + fake fine", "fake mean colour"):
+        np.testing.assert_allclose(np.asarray(cues[name]), x, atol=1e-6)
     s = ds.separation(real_l, fake_l)
     np.testing.assert_allclose(s["d_real_acc"], summary["d_real_acc"], atol=1e-6)
     np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
