@@ -58,8 +58,8 @@ def recon_floor(images: np.ndarray, kind: str) -> float:
         return 0.0
     if kind != "bce":
         raise ValueError(f"unknown reconstruction loss {kind!r}")
-    x = np.asarray(images, np.float64)
-    x = x / 255.0 if np.asarray(images).dtype == np.uint8 else x
+    raw = np.asarray(images)
+    x = raw.astype(np.float64) / (255.0 if raw.dtype == np.uint8 else 1.0)
     return float(np.mean(scipy.special.entr(x) + scipy.special.entr(1.0 - x)))
 
 
