@@ -56,7 +56,9 @@ def cue_images(x: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
     image's deviations from its mean colour scaled by c; ``noise 0.05``: Gaussian
     pixel noise; ``fake coarse + real fine``: the fake's low-pass (blur σ=1) plus the
     real image's detail above it, and ``real coarse + fake fine`` the reverse;
-    ``fake mean colour``: the real image shifted to its fake's mean colour.
+    ``fake mean colour``: the real image shifted to its fake's mean colour. The hybrids
+    are not clipped to [0, 1] (clipping would change the split into coarse and fine);
+    both hybrids stray alike, so a cue read from one and not the other is not the range.
     """
     low = lambda im: blur(im, 1.0)  # noqa: E731
     mean = lambda im: im.mean(axis=(1, 2), keepdims=True)  # noqa: E731
