@@ -20,7 +20,9 @@ def test_presets_match_the_report():
     for name, cfg in p.items():
         # The report's Adam 5e-3 / 1e-3, except the measured deviations (README's preset table).
         ae_lr = 1e-3 if name.startswith("cifar10") else 5e-3
-        assert (cfg.train.ae_lr, cfg.train.d_lr, cfg.train.batch_size) == (ae_lr, 1e-3, 128)
+        # SPEC's batch 128 (the report states none), but cifar10_ae: 32 (RESULTS §3).
+        batch = 32 if name == "cifar10_ae" else 128
+        assert (cfg.train.ae_lr, cfg.train.d_lr, cfg.train.batch_size) == (ae_lr, 1e-3, batch)
         if cfg.is_gan:
             assert cfg.gan.adv_weight == 0.01
     assert p["mnist_ae"].data.resample_train and p["mnist_aegan"].data.resample_train
