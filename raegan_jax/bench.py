@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax.config import PRESETS, Config, get_preset
+from raegan_jax import data as data_lib
+from raegan_jax.data import images_used
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
@@ -309,9 +311,8 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
       ``"one-program"`` (the step whose on-device flag picks the stage:
       ``threshold``, ``alternate``) and ``"eval"`` (test batches, every epoch).
     """
-    take = lambda want, have: have if want <= 0 else min(want, have)  # noqa: E731
-    n_train = take(cfg.data.train_examples, available[0])
-    n_test = take(cfg.data.test_examples, available[1])
+    n_train = images_used(cfg.data.train_examples, available[0])
+    n_test = images_used(cfg.data.test_examples, available[1])
     spe = steps_per_epoch(cfg, n_train)
     calls: Counter = Counter()
     for epoch in range(cfg.train.epochs):
@@ -333,15 +334,12 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
     Checkpointing, data loading and figures are not counted; compile time is, once per
     program. Returns one row per (preset, program) and one ``"total"`` row per preset.
     """
-    from raegan_jax import data as data_lib
     rows, sizes = [], {}
     for name in presets:
         cfg = get_preset(name, overrides)
         if cfg.data.dataset not in sizes:
             try:
-                sizes[cfg.data.dataset] = data_lib.load(
-                    get_preset(name, {"data.train_examples": 0, "data.test_examples": 0,
-                                      "data.resample_train": False}), data_dir).available
+                sizes[cfg.data.dataset] = data_lib.split_sizes(cfg, data_dir)
             except data_lib.DataError as e:  # no data here: cost the standard sizes
                 log(f"{cfg.data.dataset}: {e}; costing {FALLBACK_SPLITS[cfg.data.dataset]} images")
                 sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]

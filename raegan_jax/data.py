@@ -270,9 +270,18 @@ def _quiet_tfds():
         absl_logging.set_verbosity(level)
 
 
+def images_used(asked: int, available: int) -> int:
+    """How many of ``available`` images a run uses when its config asks for ``asked``.
+
+    The one rule for ``data.train_examples`` / ``data.test_examples``: 0 (or less) means
+    every image; asking for more than exist uses what exists (and :func:`load` says so).
+    """
+    return available if asked <= 0 else min(asked, available)
+
+
 def _read_source(source, limit: int = 0) -> Split:
     """Reads the first ``limit`` (0 = all) records of a tfds data source into memory."""
-    n = len(source) if limit <= 0 else min(limit, len(source))
+    n = images_used(limit, len(source))
     images, labels = [], []
     for start in range(0, n, 4096):
         keys = list(range(start, min(n, start + 4096)))
@@ -288,13 +297,41 @@ def _read_source(source, limit: int = 0) -> Split:
 
 
 def _subset(split: Split, n: int, how: str, seed: int) -> Split:
-    if n <= 0 or n >= len(split.images):
+    if images_used(n, len(split.images)) == len(split.images):
         return split
     if how == "first":
         idx = np.arange(n)
     else:
         idx = np.sort(np.random.default_rng(seed).choice(len(split.images), n, replace=False))
     return Split(split.images[idx], split.labels[idx])
+
+
+def _sources(cfg: Config, data_dir) -> tuple[dict, str]:
+    """The tfds data sources of the train and test splits (nothing read yet) and their origin."""
+    d = cfg.data
+    data_dir = data_dir or d.data_dir or None
+    if data_dir and not pathlib.Path(data_dir).exists():
+        raise DataError(f"--data-dir {data_dir} does not exist")
+    raw, looked = (None, []) if d.source == "tfds" else find_raw(d.dataset, data_dir)
+    if raw is not None:
+        builder = prepare_local(d.dataset, raw)
+        source = f"local files {raw} (tfds builder {builder.name}, ArrayRecord)"
+    elif d.source == "local":
+        raise DataError(_missing_message(d.dataset, looked))
+    else:
+        builder, source = _standard_builder(d.dataset, data_dir, allow_download=d.source == "tfds",
+                                            looked=looked)
+    return {s: builder.as_data_source(split=s) for s in ("train", "test")}, source
+
+
+def split_sizes(cfg: Config, data_dir: str | os.PathLike | None = None) -> tuple[int, int]:
+    """The (train, test) images on disk for ``cfg``'s dataset, without reading them.
+
+    Raises:
+      DataError: as :func:`load`.
+    """
+    sources, _ = _sources(cfg, data_dir)
+    return len(sources["train"]), len(sources["test"])
 
 
 def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -312,19 +349,7 @@ def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
       DataError: nothing found, saying where it looked and what to do.
     """
     d = cfg.data
-    data_dir = data_dir or d.data_dir or None
-    if data_dir and not pathlib.Path(data_dir).exists():
-        raise DataError(f"--data-dir {data_dir} does not exist")
-    raw, looked = (None, []) if d.source == "tfds" else find_raw(d.dataset, data_dir)
-    if raw is not None:
-        builder = prepare_local(d.dataset, raw)
-        source = f"local files {raw} (tfds builder {builder.name}, ArrayRecord)"
-    elif d.source == "local":
-        raise DataError(_missing_message(d.dataset, looked))
-    else:
-        builder, source = _standard_builder(d.dataset, data_dir, allow_download=d.source == "tfds",
-                                            looked=looked)
-    sources = {s: builder.as_data_source(split=s) for s in ("train", "test")}
+    sources, source = _sources(cfg, data_dir)
     available = (len(sources["train"]), len(sources["test"]))
     first = d.subset == "first"  # then only the first N records need reading
     train = _read_source(sources["train"], d.train_examples if first else 0)

@@ -69,6 +69,11 @@ def test_cifar_npz_and_fewer_images_than_asked(tiny_cifar):
     assert ds.train.images.shape == (96, 32, 32, 3) and ds.test.images.shape == (40, 32, 32, 3)
     assert "asked for 10000 images, only 96 exist" in ds.note
     assert "asked for 2000 images, only 40 exist" in ds.note
+    # The sizes alone, without reading the images, and the one rule for how many are used.
+    assert data.split_sizes(cfg, tiny_cifar) == ds.available == (96, 40)
+    assert [data.images_used(n, 96) for n in (0, -1, 50, 96, 10000)] == [96, 96, 50, 96, 96]
+    small = data.load(rj.get_preset("cifar10_ae", {"data.train_examples": 50}), tiny_cifar)
+    assert len(small.train.images) == data.images_used(50, 96) and small.note.startswith("test")
 
 
 def test_missing_data_fails_fast_saying_where_it_looked(tmp_path):
