@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import pathlib
 import shutil
@@ -141,13 +142,12 @@ class Checkpointer:
         """Restores a checkpoint written before a train-state field with a None
         default existed (:data:`LATER_FIELDS`): the fields it has, ``like``'s None
         for the rest. None if that does not fit either."""
-        older = _without_later_fields(abstract)
-        if older is None:
-            return None
-        try:
-            return like.replace(**self._restore_state(step, older))
-        except Exception:  # noqa: BLE001 -- not an older checkpoint of this model either
-            return None
+        for older in _without_later_fields(abstract):
+            try:
+                return like.replace(**self._restore_state(step, older))
+            except Exception:  # noqa: BLE001 -- not this older layout; try the next
+                continue
+        return None  # not an older checkpoint of this model either
 
     def restore_newest(self, like: Any, check_meta: Callable[[pathlib.Path, dict], None],
                        log: Callable[[str], None] = print) -> tuple[int, Any, dict] | None:
@@ -234,19 +234,20 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
 
 # Train-state fields added after checkpoints were first written; older checkpoints
 # lack them, and they restore as None when the run does not use them.
-LATER_FIELDS = ("ctrl",)
+LATER_FIELDS = ("ctrl", "ae_ema")
 
 
-def _without_later_fields(abstract: Any) -> dict | None:
-    """``abstract``'s top-level fields as a dict, without the :data:`LATER_FIELDS` that
-    are None in it; None when it has no such field (nothing else to try)."""
+def _without_later_fields(abstract: Any) -> list[dict]:
+    """The layouts an older checkpoint of ``abstract`` may have: its top-level fields as a
+    dict without some of the :data:`LATER_FIELDS` that are None in it (each checkpoint
+    lacks the fields added after it was written), fewest dropped first."""
     if not dataclasses.is_dataclass(abstract):
-        return None
+        return []
     names = [f.name for f in dataclasses.fields(abstract)]
-    drop = [n for n in LATER_FIELDS if n in names and getattr(abstract, n) is None]
-    if not drop:
-        return None
-    return {n: getattr(abstract, n) for n in names if n not in drop}
+    droppable = [n for n in LATER_FIELDS if n in names and getattr(abstract, n) is None]
+    return [{n: getattr(abstract, n) for n in names if n not in drop}
+            for k in range(1, len(droppable) + 1)
+            for drop in itertools.combinations(droppable, k)]
 
 
 def _sha256(path: pathlib.Path) -> str:

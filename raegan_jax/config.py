@@ -86,6 +86,10 @@ class TrainConfig:
     warmup_steps: int = 0
     decay_steps: int = 0
     grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
+    # Decay of an exponential moving average of the AE's weights, updated every step
+    # (0 = off). When on, evaluation, figures and summaries use the averaged AE; the
+    # game is played by the live one (D learns against its fakes).
+    ae_ema: float = 0.0
     # Start from another run's parameters: a workdir or one of its checkpoint
     # folders (<workdir>/checkpoints/<step>). The AE's parameters always, D's too
     # with init_from_d; optimizer states start fresh. Used only when the workdir
@@ -433,6 +437,7 @@ def validate(cfg: Config) -> None:
     _check(t.decay_steps == 0 or t.decay_steps > t.warmup_steps, "train.decay_steps",
            f"({t.decay_steps}) must exceed train.warmup_steps ({t.warmup_steps})")
     _check(t.grad_clip_norm >= 0, "train.grad_clip_norm", f"must be >= 0 (0 = off), got {t.grad_clip_norm}")
+    _check(0 <= t.ae_ema < 1, "train.ae_ema", f"must be in [0, 1) (0 = off), got {t.ae_ema}")
     _check(not t.init_from_d or (t.init_from and cfg.is_gan), "train.init_from_d",
            "needs train.init_from and a GAN family (aegan/raegan)")
     _check(t.recon_loss in ("mse", "bce"), "train.recon_loss",

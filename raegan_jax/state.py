@@ -14,7 +14,7 @@ from raegan_jax.models import build_models, torch_style_init
 from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON, init_controller
 
 __all__ = ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
-           "make_optimizers", "learning_rate", "count_params"]
+           "make_optimizers", "learning_rate", "count_params", "eval_params"]
 
 
 @flax.struct.dataclass
@@ -32,6 +32,8 @@ class TrainState:
       d_params, d_opt_state: discriminator parameters and its own Adam state
         (None for the ``ae``/``rae`` families). Two separate optax states
         mean a frozen network's moments and counts never move.
+      ae_ema: the exponential moving average of ``ae_params`` (``train.ae_ema``
+        > 0), or None. What evaluation uses when present (:func:`eval_params`).
       ctrl: the stage controller's memory, ``{"fake_acc": float32 [passes]}``
         (D's running accuracy on each pass's fakes; plus ``"real_acc": []``
         with ``gan.threshold_on="both"``), or None when no
@@ -46,6 +48,12 @@ class TrainState:
     d_params: Any = None
     d_opt_state: Any = None
     ctrl: Any = None
+    ae_ema: Any = None
+
+
+def eval_params(state: TrainState) -> Any:
+    """The AE parameters a run evaluates and shows: the weight average if kept, else the live ones."""
+    return state.ae_params if state.ae_ema is None else state.ae_ema
 
 
 def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
@@ -115,6 +123,8 @@ def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
         d_params=d_params,
         d_opt_state=d_tx.init(d_params) if d_params is not None else None,
         ctrl=init_controller(cfg),
+        # The average starts at the initial weights (a copy: the state is donated).
+        ae_ema=jax.tree.map(jnp.copy, ae_params) if cfg.train.ae_ema > 0 else None,
     )
 
 

@@ -30,7 +30,7 @@ from raegan_jax.parallel import in_chunks, largest_divisor
 from raegan_jax.recursion import rae_objective, recursive_apply
 from raegan_jax.stages import (STAGE_AE, STAGE_D, STAGE_RECON, controller_update, next_stage,
                                pass_weights, stage_impl)
-from raegan_jax.state import TrainState, make_optimizers
+from raegan_jax.state import TrainState, eval_params, make_optimizers
 
 Metrics = dict[str, jax.Array]
 
@@ -474,6 +474,9 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
     metrics["finite"] = jnp.all(jnp.asarray([jnp.isfinite(metrics["loss"]).all(),
                                              jnp.isfinite(metrics.get("d_loss", 0.0)).all()]))
     metrics.update(diag)
+    if b.cfg.train.ae_ema > 0:  # every step, whichever network learned (a D step leaves the AE)
+        new = new.replace(ae_ema=optax.incremental_update(new.ae_params, state.ae_ema,
+                                                          1.0 - b.cfg.train.ae_ema))
     return new.replace(step=state.step + 1, stage=stage), metrics
 
 
@@ -489,14 +492,15 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
 
     Returns:
       Weighted means: ``recon_loss``, ``psnr`` (dB) and ``ssim`` [passes] of
-      the reconstructions (dm-pix, images in [0, 1]); for GAN families
+      the reconstructions (dm-pix, images in [0, 1]) of :func:`~raegan_jax.state.eval_params`
+      (the AE's weight average under ``train.ae_ema``); for GAN families
       ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight``
       (sum of weights).
     """
     images = as_images(batch)
     w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
     w_mean = w / w.sum()
-    logits = ae_logits(b, state.ae_params, images)
+    logits = ae_logits(b, eval_params(state), images)  # the weight average, if kept
     per_sample = losses.recon_loss(logits, images, b.cfg.train.recon_loss)
     outs = to_images(logits)
     m = {"recon_loss": per_sample @ w_mean, "weight": w.sum(),

@@ -44,7 +44,7 @@ from raegan_jax.parallel import (barrier, check_batch_divides, make_mesh, put_ba
 from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_step,
                                  sweep_batches, sweep_sharded)
 from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS, Sweep, sweep_plan
-from raegan_jax.state import TrainState, create_train_state
+from raegan_jax.state import TrainState, create_train_state, eval_params
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, check_config,
                                 config_mismatch, read_history)
@@ -459,6 +459,8 @@ def _init_from(cfg: Config, state: TrainState, mesh) -> TrainState:
             raise ConfigError(f"train.init_from {cfg.train.init_from}: its {part} have other "
                               f"layers or shapes than this model's")
     state = state.replace(**{p: put_replicated(jax.device_get(getattr(src, p)), mesh) for p in parts})
+    if state.ae_ema is not None:  # the average starts where the AE starts
+        state = state.replace(ae_ema=put_replicated(jax.device_get(src.ae_params), mesh))
     _log(f"initialised {' and '.join(p[:-7].upper() for p in parts)} from {cfg.train.init_from}")
     return state
 
@@ -560,7 +562,7 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
     n = min(cfg.train.num_figure_images, len(ds.test.images))
     x = jnp.asarray(ds.test.images[:n], jnp.float32) / 255.0
     b = bind(cfg)
-    params = to_host(state.ae_params)
+    params = to_host(eval_params(state))
     outs = np.asarray(to_images(ae_logits(b, params, x)))
     passes = "pass 1" if cfg.model.passes == 1 else f"passes 1..{cfg.model.passes}"
     title = f"{cfg.preset}: test images (top), reconstructions after {passes}"

@@ -78,6 +78,8 @@ def test_switching_dataset_brings_its_architecture():
     ({"model.unrol": 1}, "model.unrol"),
     ({"passes": 1}, "passes"),
     ({"train.ae_lr": -1}, "train.ae_lr"),
+    ({"train.ae_ema": 1.0}, "train.ae_ema"),
+    ({"train.ae_ema": -0.5}, "train.ae_ema"),
     ({"model.batch_chunks": 3}, "model.batch_chunks"),  # does not divide batch 128
     ({"model.batch_chunks": -1}, "model.batch_chunks"),
 ])

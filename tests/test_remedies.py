@@ -1,4 +1,5 @@
-"""The remedies as config fields: learning-rate schedules, clipping, init_from."""
+"""The remedies as config fields: learning-rate schedules, clipping, init_from, the AE's
+weight average."""
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,32 @@ def test_gradient_clipping_clips_before_adam(key):
     _, state = ae_tx.update(g, state, params)
     adam_state = state[1][0]
     np.testing.assert_allclose(np.asarray(adam_state.mu["w"]), 0.1 * np.array([0.3, 0.4, 0.0]), rtol=1e-6)
+
+
+def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
+    # A GAN in the one program: the first steps are D's (the AE stands still), then the AE's.
+    cfg = rj.get_preset("mnist_aegan", {"train.ae_ema": 0.75, "train.batch_size": 8,
+                                        "gan.ae_pretrain_epochs": 0, "train.warmup_steps": 0,
+                                        "gan.threshold_ema": 0, "gan.threshold": 0.01})
+    assert rj.create_train_state(rj.get_preset("mnist_aegan"), key).ae_ema is None  # off by default
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    step, ev = rj.make_train_step(cfg, steps_per_epoch=10), rj.make_eval_step(cfg)
+    state = rj.create_train_state(cfg, key)
+    host = lambda t: jax.tree.map(np.asarray, jax.device_get(t))  # noqa: E731 (the state is donated)
+    want, stages = host(state.ae_params), []
+    for _ in range(6):
+        stages.append(int(state.stage))
+        state, _ = step(state, x)
+        want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, want, host(state.ae_params))
+    assert set(stages) == {rj.STAGE_D, rj.STAGE_AE}, stages  # both kinds of step were averaged
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 host(state.ae_ema), want)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(host(state.ae_ema)),
+                                                         jax.tree.leaves(host(state.ae_params))))
+    averaged = host(ev(state, x)["recon_loss"])
+    assert averaged == pytest.approx(host(ev(state.replace(ae_params=state.ae_ema, ae_ema=None), x)
+                                          ["recon_loss"]))
+    assert averaged != pytest.approx(host(ev(state.replace(ae_ema=None), x)["recon_loss"]))
 
 
 @pytest.fixture(scope="module")

@@ -58,13 +58,16 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
     assert rj.config.from_dict(json.loads((w / "config.json").read_text())) == cfg
 
 
-def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist):
-    straight = cfg_for(**{"train.epochs": 3})
+@pytest.mark.parametrize("extra", [{}, {"train.ae_ema": 0.9}], ids=["plain", "weight_average"])
+def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist, extra):
+    straight = cfg_for(**{"train.epochs": 3, **extra})
     train_and_evaluate(straight, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
     # Same run in two goes: 1 epoch, then "rerun with more epochs".
-    train_and_evaluate(cfg_for(**{"train.epochs": 1}), tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
+    train_and_evaluate(cfg_for(**{"train.epochs": 1, **extra}), tmp_path / "b", data_dir=str(tiny_mnist),
+                       progress=False)
     train_and_evaluate(straight, tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
     a, b = final_state(straight, tmp_path / "a"), final_state(straight, tmp_path / "b")
+    assert (a.ae_ema is None) == (not extra)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert strip_timing(read_metrics(tmp_path / "a")) == strip_timing(read_metrics(tmp_path / "b"))
@@ -121,9 +124,11 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(tmp_path, ti
         assert strip_timing(ref_metrics) == strip_timing(read_metrics(w)), damage
 
 
-def test_a_checkpoint_from_before_the_controller_field_resumes(tmp_path, tiny_mnist):
-    """Checkpoints written before TrainState.ctrl existed have no such field: they resume
-    (ctrl None) and end where an uninterrupted run ends, and nothing is set aside."""
+@pytest.mark.parametrize("field", ["ctrl", "ae_ema"])
+def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, field):
+    """Checkpoints written before TrainState.ctrl (or .ae_ema) existed have no such field:
+    they resume (the field None) and end where an uninterrupted run ends, and nothing is
+    set aside."""
     import dataclasses
     import shutil
     straight = cfg_for("mnist_ae", **{"train.epochs": 2})
@@ -131,7 +136,7 @@ def test_a_checkpoint_from_before_the_controller_field_resumes(tmp_path, tiny_mn
     w = tmp_path / "old"
     train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), w, data_dir=str(tiny_mnist),
                        progress=False)
-    # Rewrite its checkpoint as the older code wrote it: the state's fields but ctrl.
+    # Rewrite its checkpoint as the older code wrote it: the state's fields but that one.
     ckpt = Checkpointer(w / "checkpoints")
     step = ckpt.latest_step()
     state, meta = final_state(straight, w), ckpt.read_meta(step)
@@ -139,7 +144,7 @@ def test_a_checkpoint_from_before_the_controller_field_resumes(tmp_path, tiny_mn
     ckpt.close()
     ckpt = Checkpointer(w / "checkpoints")
     ckpt.save(step, {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-                     if f.name != "ctrl"}, meta)
+                     if f.name != field}, meta)
     ckpt.close()
     train_and_evaluate(straight, w, data_dir=str(tiny_mnist), progress=False)
     assert not (w / "checkpoints_set_aside").exists()
