@@ -32,12 +32,12 @@ class TrainState:
       d_params, d_opt_state: discriminator parameters and its own Adam state
         (None for the ``ae``/``rae`` families). Two separate optax states
         mean a frozen network's moments and counts never move.
-      ae_ema: the exponential moving average of ``ae_params`` (``train.ae_ema``
-        > 0), or None. What evaluation uses when present (:func:`eval_params`).
       ctrl: the stage controller's memory, ``{"fake_acc": float32 [passes]}``
         (D's running accuracy on each pass's fakes; plus ``"real_acc": []``
         with ``gan.threshold_on="both"``), or None when no
         controller needs one (:func:`~raegan_jax.stages.needs_controller`).
+      ae_ema: the exponential moving average of ``ae_params`` (``train.ae_ema``
+        > 0), or None. What evaluation uses when present (:func:`eval_params`).
     """
 
     step: jax.Array
