@@ -87,8 +87,8 @@ class TrainConfig:
     decay_steps: int = 0
     grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
     # Decay of an exponential moving average of the AE's weights, updated every step
-    # (0 = off). When on, evaluation, figures and summaries use the averaged AE; the
-    # game is played by the live one (D learns against its fakes).
+    # and ramped up over the first steps (steps.ema_decay); 0 = off. When on, evaluation,
+    # figures and summaries use the averaged AE; the game is played by the live one.
     ae_ema: float = 0.0
     # Start from another run's parameters: a workdir or one of its checkpoint
     # folders (<workdir>/checkpoints/<step>). The AE's parameters always, D's too

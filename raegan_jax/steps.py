@@ -394,6 +394,18 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
     return new, metrics
 
 
+def ema_decay(cfg: Config, step: jax.Array) -> jax.Array:
+    """The weight average's decay at ``step``: ``min(train.ae_ema, (1 + step) / (10 + step))``.
+
+    Ramped up as TensorFlow's ``ExponentialMovingAverage(num_updates=step)`` does: at a
+    fixed 0.999 the average would still be half the initial weights after 700 steps (an
+    average of a trained and an untrained network outputs gray), while early steps,
+    weighted less, let it follow the AE from the start.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(cfg.train.ae_ema, (1.0 + step) / (10.0 + step))
+
+
 def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: int | None = None
                   ) -> tuple[TrainState, Metrics]:
     """One train step of any family (pure; jit it via :func:`~raegan_jax.programs.make_train_step`).
@@ -476,7 +488,7 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
     metrics.update(diag)
     if b.cfg.train.ae_ema > 0:  # every step, whichever network learned (a D step leaves the AE)
         new = new.replace(ae_ema=optax.incremental_update(new.ae_params, state.ae_ema,
-                                                          1.0 - b.cfg.train.ae_ema))
+                                                          1.0 - ema_decay(b.cfg, state.step)))
     return new.replace(step=state.step + 1, stage=stage), metrics
 
 

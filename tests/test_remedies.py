@@ -44,7 +44,7 @@ def test_gradient_clipping_clips_before_adam(key):
 
 def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
     # A GAN in the one program: the first steps are D's (the AE stands still), then the AE's.
-    cfg = rj.get_preset("mnist_aegan", {"train.ae_ema": 0.75, "train.batch_size": 8,
+    cfg = rj.get_preset("mnist_aegan", {"train.ae_ema": 0.3, "train.batch_size": 8,
                                         "gan.ae_pretrain_epochs": 0, "train.warmup_steps": 0,
                                         "gan.threshold_ema": 0, "gan.threshold": 0.01})
     assert rj.create_train_state(rj.get_preset("mnist_aegan"), key).ae_ema is None  # off by default
@@ -53,10 +53,11 @@ def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
     state = rj.create_train_state(cfg, key)
     host = lambda t: jax.tree.map(np.asarray, jax.device_get(t))  # noqa: E731 (the state is donated)
     want, stages = host(state.ae_params), []
-    for _ in range(6):
+    for t in range(6):
         stages.append(int(state.stage))
         state, _ = step(state, x)
-        want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, want, host(state.ae_params))
+        d = min(0.3, (1 + t) / (10 + t))  # ramped up: 0.1, 0.18, 0.25, then 0.3
+        want = jax.tree.map(lambda e, p: d * e + (1 - d) * p, want, host(state.ae_params))
     assert set(stages) == {rj.STAGE_D, rj.STAGE_AE}, stages  # both kinds of step were averaged
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  host(state.ae_ema), want)
