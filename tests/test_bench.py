@@ -17,10 +17,15 @@ def test_report_schedule_counts_what_each_preset_runs():
         "recon": 20 * 54, "one-program": 180 * 54, "eval": 200 * 16}  # 2,000 test images
     assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 5}
     # the report's phases: every epoch three specialised sweeps; the offline 8,068 images
+    # at the preset's batch 32 (32 test batches: 1,017 images, the last one padded)
     phases = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
                                              "train.eval_every_epochs": 4})
-    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
-                                                    "eval": 5 * 8}
+    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 252, "d": 20 * 252,
+                                                    "ae": 20 * 252, "eval": 5 * 32}
+    at128 = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
+                                            "train.eval_every_epochs": 4, "train.batch_size": 128})
+    assert bench.report_schedule(at128, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
+                                                   "eval": 5 * 8}
     # fewer images on disk than the preset asks for: the run takes what exists
     assert bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))["-"] == 150 * 7
 
