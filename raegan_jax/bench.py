@@ -36,7 +36,6 @@ import numpy as np
 
 from raegan_jax.config import PRESETS, Config, get_preset
 from raegan_jax import data as data_lib
-from raegan_jax.data import images_used
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
@@ -311,8 +310,8 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
       ``"one-program"`` (the step whose on-device flag picks the stage:
       ``threshold``, ``alternate``) and ``"eval"`` (test batches, every epoch).
     """
-    n_train = images_used(cfg.data.train_examples, available[0])
-    n_test = images_used(cfg.data.test_examples, available[1])
+    n_train = data_lib.images_used(cfg.data.train_examples, available[0])
+    n_test = data_lib.images_used(cfg.data.test_examples, available[1])
     spe = steps_per_epoch(cfg, n_train)
     calls: Counter = Counter()
     for epoch in range(cfg.train.epochs):
