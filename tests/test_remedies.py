@@ -85,16 +85,20 @@ def _final_ae(wd, cfg):
     return st.ae_params
 
 
-@pytest.mark.parametrize("where", ["workdir", "checkpoint"])
-def test_init_from_starts_the_ae_from_another_run(source_run, where):
+@pytest.mark.parametrize("where,ema", [("workdir", 0.0), ("checkpoint", 0.0), ("workdir", 0.9)])
+def test_init_from_starts_the_ae_from_another_run(source_run, where, ema):
     wd, src_cfg = source_run
     path = wd if where == "workdir" else wd / "checkpoints" / "4"  # named by step
     cfg = rj.get_preset("mnist_aegan", {**TINY, "model.family": "raegan", "model.passes": 2,
-                                        "train.init_from": str(path)})
+                                        "train.init_from": str(path), "train.ae_ema": ema})
     fresh = rj.create_train_state(cfg, jax.random.key(1))
     state = _init_from(cfg, fresh, make_mesh())
     want = _final_ae(wd, src_cfg)
     for a, b in zip(jax.tree.leaves(state.ae_params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # With a weight average on, it starts at the loaded AE, not at the fresh one.
+    assert (state.ae_ema is None) == (ema == 0.0)
+    for a, b in zip(jax.tree.leaves(state.ae_ema or {}), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(jax.tree.leaves(state.d_params), jax.tree.leaves(fresh.d_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # D stays fresh
