@@ -27,7 +27,7 @@ def test_report_schedule_counts_what_each_preset_runs():
     assert bench.report_schedule(at128, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
                                                    "eval": 5 * 8}
     # fewer images on disk than the preset asks for: the run takes what exists
-    assert bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))["-"] == 150 * 7
+    assert bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))["-"] == 150 * 31  # batch 32
 
 
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
