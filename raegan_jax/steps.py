@@ -505,7 +505,9 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
     Returns:
       Weighted means: ``recon_loss``, ``psnr`` (dB) and ``ssim`` [passes] of
       the reconstructions (dm-pix, images in [0, 1]) of :func:`~raegan_jax.state.eval_params`
-      (the AE's weight average under ``train.ae_ema``); for GAN families
+      (the AE's weight average under ``train.ae_ema``); under ``train.ae_ema``
+      also ``recon_loss_live`` [passes], the live AE's loss on the same
+      images, so one run measures what the average gains; for GAN families
       ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight``
       (sum of weights).
     """
@@ -518,6 +520,9 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
     m = {"recon_loss": per_sample @ w_mean, "weight": w.sum(),
          "psnr": jax.vmap(lambda o: pix.psnr(o, images))(outs) @ w_mean,
          "ssim": jax.vmap(lambda o: pix.ssim(o, images))(outs) @ w_mean}
+    if state.ae_ema is not None:
+        live = ae_logits(b, state.ae_params, images)
+        m["recon_loss_live"] = losses.recon_loss(live, images, b.cfg.train.recon_loss) @ w_mean
     if b.disc is not None:
         real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
         m["d_loss"] = losses.d_loss(real_l, fake_l, w)

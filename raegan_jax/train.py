@@ -511,6 +511,9 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
         "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
         "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
+        # Under train.ae_ema the values above are the weight average's; this is the live AE's.
+        **({"val_recon_loss_live": np.asarray(final_eval["recon_loss_live"]).tolist()}
+           if "recon_loss_live" in final_eval else {}),
         # What a perfect reconstruction scores on these test images (BCE's floor is
         # their entropy, not 0): compare val losses across test sets above it.
         "val_recon_floor": losses.recon_floor(ds.test.images, cfg.train.recon_loss),
@@ -539,7 +542,8 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
 
 # Validation measures averaged over the last epochs in summary.json (the goal is judged
 # over several epochs, not on one that the game happened to end well or badly).
-_LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_psnr": "val/psnr",
+_LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_recon_loss_live": "val/recon_loss_live",
+                     "val_psnr": "val/psnr",
                      "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
                      "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap"}
 
