@@ -88,7 +88,8 @@ class TrainConfig:
     grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
     # Decay of an exponential moving average of the AE's weights, updated every step
     # and ramped up over the first steps (steps.ema_decay); 0 = off. When on, evaluation,
-    # figures and summaries use the averaged AE; the game is played by the live one.
+    # figures and summaries use the averaged AE (val/recon_loss_live logs the live one's
+    # loss beside it); the game is played by the live one.
     ae_ema: float = 0.0
     # Start from another run's parameters: a workdir or one of its checkpoint
     # folders (<workdir>/checkpoints/<step>). The AE's parameters always, D's too
