@@ -143,7 +143,8 @@ def _final(wd: pathlib.Path) -> dict | None:
     if last["epoch"] != cfg["train"]["epochs"] or "val/recon_loss" not in last:
         return None
     out = {k[4:]: v for k, v in last.items() if k.startswith("val/")}
-    out = {("val_" + k if k in ("recon_loss", "psnr", "ssim") else k): v for k, v in out.items()}
+    out = {("val_" + k if k in ("recon_loss", "recon_loss_live", "psnr", "ssim") else k): v
+           for k, v in out.items()}
     speeds = [r["images_per_sec"] for r in recs]
     out.update(images_per_sec=float(np.median(speeds)), device=None, summary_missing=True,
                wall_seconds=sum(r["epoch_seconds"] + r.get("compile_seconds", 0) for r in recs))
@@ -187,6 +188,8 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                "d_fake_acc": stat("d_fake_acc"),
                "balance_gap": stat("balance_gap"), "balance_gap_last3": stat("balance_gap", last3),
                "val_recon_loss_last3": stat("val_recon_loss", last3),
+               # Under train.ae_ema the loss above is the weight average's; this the live AE's.
+               "val_recon_loss_live": stat("val_recon_loss_live"),
                "adv_lambda": stat("adv_lambda"),
                "plateau_exit_steps": exits,
                "seeds_on_plateau": sum(s["on_plateau_at_end"] for s in seeds),
@@ -223,7 +226,8 @@ def table(rows: list[dict]) -> str:
         d = "–" if r["d_real_acc"] is None else (
             f"{_pm(r['d_real_acc'], '{:.2f}')} / {_pm(r['d_fake_acc'], '{:.2f}')}")
         exits = ", ".join("never" if x is None else str(x) for x in r["plateau_exit_steps"])
-        lines.append(f"| {r['name']} | `{r['preset']}` {sets} | {r['n']} | {_pm(r['val_recon_loss'])} | "
+        live = f" (live AE: {_pm(r['val_recon_loss_live'])})" if r.get("val_recon_loss_live") else ""
+        lines.append(f"| {r['name']} | `{r['preset']}` {sets} | {r['n']} | {_pm(r['val_recon_loss'])}{live} | "
                      f"{_pm(r['val_psnr'], '{:.2f}')} | {_pm(r['val_ssim'], '{:.3f}')} | {d} | {exits} | "
                      f"{r['seeds_on_plateau']}/{r['n']} |" + (
                          f" {_pm(r['balance_gap'], '{:.2f}')}; {_pm(r['balance_gap_last3'], '{:.2f}')} | "

@@ -297,6 +297,30 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
     assert len(out) == 4 and out[2].startswith("| g | 0 | 4/4 |") and "2/4 (running" in out[3]
 
 
+def test_sweep_table_sets_the_live_ae_beside_its_weight_average(tmp_path):
+    """Under ``train.ae_ema`` a run's summary holds the average's and the live AE's val
+    loss; ``sweep.py table`` gives both over the seeds, and only where the runs kept both."""
+    sweep = _experiment_script("sweep")
+    spec = [{"name": "ema", "preset": "mnist_ae", "seeds": [0, 1]},
+            {"name": "plain", "preset": "mnist_ae", "seeds": [0]}]
+    for name, seed, summ in (("ema", 0, {"val_recon_loss": [0.010], "val_recon_loss_live": [0.012]}),
+                             ("ema", 1, {"val_recon_loss": [0.020], "val_recon_loss_live": [0.016]}),
+                             ("plain", 0, {"val_recon_loss": [0.030]})):
+        wd = tmp_path / name / f"seed{seed}"
+        wd.mkdir(parents=True)
+        (wd / "config.json").write_text(json.dumps({"train": {"epochs": 1, "recon_loss": "mse"}}))
+        (wd / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "steps": 4, "train/recon_loss": [0.01]}) + "\n")
+        (wd / "summary.json").write_text(json.dumps({**summ, "val_psnr": [20.0], "val_ssim": [0.8],
+                                                      "wall_seconds": 1.0, "images_per_sec": 1.0}))
+    ema, plain = sweep.summarize(spec, tmp_path)
+    np.testing.assert_allclose(ema["val_recon_loss"][0], [0.015])
+    np.testing.assert_allclose(ema["val_recon_loss_live"][0], [0.014])
+    np.testing.assert_allclose(ema["val_recon_loss_live"][1], [0.002])  # std over the seeds
+    assert plain["val_recon_loss_live"] is None
+    lines = sweep.table([ema, plain]).splitlines()
+    assert "0.0150 ± 0.0050 (live AE: 0.0140 ± 0.0020)" in lines[2]
+    assert "live AE" not in lines[3]
+
 def _write(path: pathlib.Path, obj) -> pathlib.Path:
     path.write_text(json.dumps(obj))
     return path
