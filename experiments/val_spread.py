@@ -23,7 +23,7 @@ from raegan_jax import data, losses
 from raegan_jax.checkpoint import load_params
 from raegan_jax.config import apply_overrides, from_dict
 from raegan_jax.models import build_models
-from raegan_jax.state import create_train_state
+from raegan_jax.state import create_train_state, eval_params
 
 
 def per_image_loss(workdir: pathlib.Path, data_dir: str | None = None,
@@ -47,7 +47,8 @@ def per_image_loss(workdir: pathlib.Path, data_dir: str | None = None,
     # The run's own per-sample loss (losses.recon_loss), from the logits.
     loss_fn = jax.jit(lambda p, x: losses.recon_loss(ae.apply({"params": p}, x, method="logits"),
                                                      x, cfg.train.recon_loss))
-    out = [np.asarray(loss_fn(state.ae_params, np.asarray(test[i:i + batch], np.float32) / 255.0),
+    params = eval_params(state)  # what the run evaluated: the weight average under train.ae_ema
+    out = [np.asarray(loss_fn(params, np.asarray(test[i:i + batch], np.float32) / 255.0),
                       np.float64) for i in range(0, len(test), batch)]
     return cfg_d, np.concatenate(out)
 

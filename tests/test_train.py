@@ -131,10 +131,12 @@ def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, fi
     set aside."""
     import dataclasses
     import shutil
-    straight = cfg_for("mnist_ae", **{"train.epochs": 2})
+    # A run without a weight average, as every run was when its field did not exist.
+    old = {"train.ae_ema": 0.0}
+    straight = cfg_for("mnist_ae", **{"train.epochs": 2, **old})
     train_and_evaluate(straight, tmp_path / "ref", data_dir=str(tiny_mnist), progress=False)
     w = tmp_path / "old"
-    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), w, data_dir=str(tiny_mnist),
+    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1, **old}), w, data_dir=str(tiny_mnist),
                        progress=False)
     # Rewrite its checkpoint as the older code wrote it: the state's fields but that one.
     ckpt = Checkpointer(w / "checkpoints")
