@@ -6,6 +6,7 @@ import pytest
 import raegan_jax as rj
 from raegan_jax.models import Cifar10AE, MnistAE, SubpixelConvTranspose, subpixel_kernel
 from raegan_jax.state import count_params
+from conftest import TINY
 
 
 def conv(k, i, o):
@@ -60,6 +61,35 @@ def test_widths_are_config_fields(key):
     assert state.ae_params["enc_latent"]["kernel"].shape == (64, 4)
     assert state.ae_params["enc_conv0"]["kernel"].shape == (3, 3, 1, 8)
     assert count_params(state.d_params) == dense(784, 32) + dense(32, 1)
+
+
+def test_train_state_is_one_program_with_the_eager_values(key):
+    """The parameters are drawn by one compiled program per architecture (configs that
+    differ elsewhere share it), bit for bit as each initializer run eagerly draws them."""
+    from raegan_jax.models import torch_style_init
+    from raegan_jax.state import _init_params
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "train.ae_ema": 0.9})
+    before = _init_params._cache_size()
+    state = rj.create_train_state(cfg, key)
+    # A raw uint32 key, another family, other training settings: the same program and values.
+    again = rj.create_train_state(rj.get_preset("cifar10_raegan", {
+        **{k: v for k, v in TINY.items() if k.startswith("model.")}, "data.dataset": "mnist",
+        "model.latent_dim": 4, "train.ae_lr": 0.1, "train.grad_clip_norm": 1.0}),
+        jax.random.key_data(key))
+    assert _init_params._cache_size() == before + 1
+    for a, b in zip(jax.tree.leaves((state.ae_params, state.d_params, state.rng)),
+                    jax.tree.leaves((again.ae_params, again.d_params, again.rng)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # D's layers drawn eagerly, one program per draw (the AE's take ~30 s to compile that way).
+    _, k_d, _ = jax.random.split(key, 3)
+    eager = torch_style_init(jax.device_get(state.d_params), k_d)
+    for a, b in zip(jax.tree.leaves(state.d_params), jax.tree.leaves(eager), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The weight average is its own buffers (the state is donated to the train step).
+    np.testing.assert_array_equal(np.asarray(state.ae_ema["dec_up2"]["kernel"]),
+                                  np.asarray(state.ae_params["dec_up2"]["kernel"]))
+    assert not any(x.unsafe_buffer_pointer() == y.unsafe_buffer_pointer()
+                   for x, y in zip(jax.tree.leaves(state.ae_ema), jax.tree.leaves(state.ae_params)))
 
 
 @pytest.mark.parametrize("model,shape", [(Cifar10AE, (4, 32, 32, 3)), (MnistAE, (4, 28, 28, 1))])

@@ -17,7 +17,7 @@ import raegan_jax as rj
 from raegan_jax.checkpoint import Checkpointer
 from raegan_jax.train import train_and_evaluate
 from raegan_jax.workdir import WorkdirError, WorkdirLock
-from conftest import REPO, TINY
+from conftest import REPO, TINY, xla_flags
 from test_train import cfg_for, final_state, read_metrics, strip_timing
 
 
@@ -144,7 +144,7 @@ def free_port() -> int:
 def run_processes(workdir, n, sets, data, kill_after_checkpoint=False):
     """``raegan train`` as ``n`` processes of one JAX system on localhost (1 CPU device each)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+           "XLA_FLAGS": xla_flags(1)}
     port = free_port()
     procs = [subprocess.Popen(raegan_cmd(workdir, *sets, preset="mnist_aegan", data=data)
                               + ["--coordinator-address", f"127.0.0.1:{port}",
