@@ -97,6 +97,11 @@ class TrainConfig:
     # holds no checkpoint of its own (a resumed run continues from its own).
     init_from: str = ""
     init_from_d: bool = False
+    # The AE stage: the first ae_stage_epochs of train.epochs train the plain one-pass
+    # autoencoder on reconstruction (the family "ae"; D untouched); the family's own
+    # training (recursion, game) then continues from those weights and that Adam state.
+    # The report builds its recursive AE and its GANs on a trained AE this way. 0 = off.
+    ae_stage_epochs: int = 0
     # Log per-layer gradient norms, dead-ReLU fractions and output statistics
     # (raegan_jax/diagnostics.py); costs one extra AE forward/backward per step.
     diagnostics: bool = False
@@ -190,14 +195,16 @@ def _preset(name: str, dataset: str, family: str, *, passes: int = 1, epochs: in
             train: int, test: int, recon_loss: str, stage_policy: str = "threshold",
             ae_lr: float = 5e-3, adv_weight: float = 1.0, resample_train: bool = False,
             warmup_steps: int = 0, threshold_on: str = "fake", threshold_ema: float = 0.0,
-            ae_pretrain_epochs: int = 0, batch_size: int = 128, ae_ema: float = 0.0) -> Config:
+            ae_pretrain_epochs: int = 0, batch_size: int = 128, ae_ema: float = 0.0,
+            ae_stage_epochs: int = 0) -> Config:
     return resolve(Config(
         preset=name,
         model=ModelConfig(family=family, passes=passes),
         data=DataConfig(dataset=dataset, train_examples=train, test_examples=test,
                         resample_train=resample_train),
         train=TrainConfig(epochs=epochs, recon_loss=recon_loss, ae_lr=ae_lr,
-                          warmup_steps=warmup_steps, batch_size=batch_size, ae_ema=ae_ema),
+                          warmup_steps=warmup_steps, batch_size=batch_size, ae_ema=ae_ema,
+                          ae_stage_epochs=ae_stage_epochs),
         gan=GanConfig(stage_policy=stage_policy, adv_weight=adv_weight, threshold_on=threshold_on,
                       threshold_ema=threshold_ema, ae_pretrain_epochs=ae_pretrain_epochs),
     ))
@@ -285,6 +292,7 @@ AE_EMA = 0.999
 CIFAR_GAN_EPOCHS = 60
 GAN_EMA = 0.9
 MNIST_GAN_PRETRAIN = 20
+RAE_AE_STAGE = 120
 CIFAR_AE_LR = 1e-3
 CIFAR_BATCH = 32
 GAN_ADV_WEIGHT = 0.01
@@ -296,7 +304,8 @@ PRESETS: dict[str, Config] = {
                           recon_loss="bce", ae_lr=CIFAR_AE_LR, batch_size=CIFAR_BATCH,
                           ae_ema=AE_EMA),
     "cifar10_rae": _preset("cifar10_rae", "cifar10", "rae", passes=3, epochs=150, train=10000,
-                           test=2000, recon_loss="bce", ae_lr=CIFAR_AE_LR, batch_size=CIFAR_BATCH),
+                           test=2000, recon_loss="bce", ae_lr=CIFAR_AE_LR, batch_size=CIFAR_BATCH,
+                           ae_stage_epochs=RAE_AE_STAGE, ae_ema=AE_EMA),
     "mnist_aegan": _preset("mnist_aegan", "mnist", "aegan", epochs=200, train=7000, test=2000,
                            recon_loss="mse", adv_weight=GAN_ADV_WEIGHT, resample_train=True,
                            warmup_steps=MNIST_AE_WARMUP, threshold_on="both",
@@ -460,6 +469,13 @@ def validate(cfg: Config) -> None:
            f"({t.decay_steps}) must exceed train.warmup_steps ({t.warmup_steps})")
     _check(t.grad_clip_norm >= 0, "train.grad_clip_norm", f"must be >= 0 (0 = off), got {t.grad_clip_norm}")
     _check(0 <= t.ae_ema < 1, "train.ae_ema", f"must be in [0, 1) (0 = off), got {t.ae_ema}")
+    _check(t.ae_stage_epochs >= 0, "train.ae_stage_epochs", f"must be >= 0, got {t.ae_stage_epochs}")
+    if t.ae_stage_epochs:
+        _check(m.family != "ae", "train.ae_stage_epochs",
+               "has no effect for family 'ae' (its whole run is the AE stage): set it to 0")
+        _check(t.ae_stage_epochs < t.epochs, "train.ae_stage_epochs",
+               f"({t.ae_stage_epochs}) must be below train.epochs ({t.epochs}): the "
+               f"{m.family} needs at least one epoch of its own")
     _check(not t.init_from_d or (t.init_from and cfg.is_gan), "train.init_from_d",
            "needs train.init_from and a GAN family (aegan/raegan)")
     _check(t.recon_loss in ("mse", "bce"), "train.recon_loss",

@@ -79,16 +79,18 @@ def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = 
     Args:
       history: per-epoch records with ``epoch``, ``train/recon_loss`` (or
         ``train/recon_sweep/recon_loss``) and ``val/recon_loss`` (lists, one
-        value per pass).
+        value per pass; AE-stage epochs train pass 1 alone).
       path: the PNG to write.
       title: figure title.
     """
     plt = _plt()
-    epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    n_pass = len(train_recon_loss(history[0])) if history else 0
+    # An AE stage (train.ae_stage_epochs) trains pass 1 alone: its records have one pass.
+    n_pass = max((len(train_recon_loss(h)) for h in history), default=0)
     for j in range(n_pass):
-        ax.plot(epochs, [train_recon_loss(h)[j] for h in history], "-", label=f"train, pass {j + 1}")
+        train = [(h["epoch"], train_recon_loss(h)[j]) for h in history
+                 if len(train_recon_loss(h)) > j]
+        ax.plot(*zip(*train), "-", label=f"train, pass {j + 1}")
         val = [(h["epoch"], h["val/recon_loss"][j]) for h in history if "val/recon_loss" in h]
         if val:
             ax.plot(*zip(*val), "--", label=f"valid, pass {j + 1}")

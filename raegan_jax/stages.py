@@ -9,7 +9,9 @@ The stage flag (``state.stage``, on device) takes one of three values:
 
 Two levels decide it:
 
-* **Per sweep, on the host** (:func:`sweep_plan`): pretraining epochs are
+* **Per sweep, on the host** (:func:`sweep_plan`): the AE stage's epochs
+  (``train.ae_stage_epochs``, any family but ``ae``) train the plain one-pass
+  AE (:func:`ae_stage_config`), D and the recursion untouched; pretraining epochs are
   reconstruction sweeps; the ``phases`` policy (the report's CIFAR-10
   schedule) runs a reconstruction sweep, a D sweep, then an adversarial AE
   sweep. The stage of such a sweep is *fixed*: the loop runs a program
@@ -52,23 +54,49 @@ class Sweep:
 
     stage: int | None
     fixed: bool = False
+    ae_stage: bool = False  # the plain one-pass AE learns (train.ae_stage_epochs)
 
     @property
     def name(self) -> str | None:
         return SWEEP_NAMES.get(self.stage)
 
+    @property
+    def program(self) -> int | str | None:
+        """Which compiled program runs the sweep: :data:`AE_STAGE` (the plain AE's
+        step), a stage (fixed for the sweep), or None (the on-device flag picks)."""
+        if self.ae_stage:
+            return AE_STAGE
+        return self.stage if self.fixed else None
+
+
+# The program key of an AE-stage sweep (Sweep.program).
+AE_STAGE = "ae_stage"
+
+
+def ae_stage_config(cfg: Config) -> Config:
+    """The config whose train step an AE-stage sweep runs: the same model, data and
+    optimizer settings as the family ``ae`` with one pass (reconstruction of pass 1
+    only; D, if any, left as it is). Its state is ``cfg``'s own, so the family's
+    training continues from it with the same parameters and Adam moments."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="ae", passes=1))
+
 
 def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
     """The sweeps of (zero-based) ``epoch``, in order.
 
-    ``gan.ae_pretrain_epochs`` epochs are reconstruction sweeps; ``phases``
-    epochs are reconstruction, D, adversarial AE; the first game epoch after
-    pretraining starts with D (as a fresh run does at step 0); otherwise one
-    sweep whose stage the on-device policy drives.
+    The first ``train.ae_stage_epochs`` epochs are AE-stage sweeps (the plain
+    one-pass AE); then ``gan.ae_pretrain_epochs`` (counted from epoch 0) are
+    reconstruction sweeps; ``phases`` epochs are reconstruction, D,
+    adversarial AE; the first game epoch after either starts with D (as a
+    fresh run does at step 0); otherwise one sweep whose stage the on-device
+    policy drives.
     """
+    if epoch < cfg.train.ae_stage_epochs:
+        # The flag reads "reconstruction" meanwhile (the AE's program ignores it).
+        return [Sweep(STAGE_RECON, fixed=True, ae_stage=True)]
     if not cfg.is_gan:
         return [Sweep(None)]
-    pre = cfg.gan.ae_pretrain_epochs
+    pre = max(cfg.gan.ae_pretrain_epochs, cfg.train.ae_stage_epochs)
     if epoch < pre:
         return [Sweep(STAGE_RECON, fixed=True)]
     if cfg.gan.stage_policy == "phases":

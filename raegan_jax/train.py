@@ -43,7 +43,8 @@ from raegan_jax.parallel import (barrier, check_batch_divides, make_mesh, put_ba
                                  put_replicated, to_host)
 from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_step,
                                  sweep_batches, sweep_sharded)
-from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS, Sweep, sweep_plan
+from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae_stage_config,
+                               sweep_plan)
 from raegan_jax.state import TrainState, create_train_state, eval_params
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, check_config,
@@ -285,13 +286,17 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
     # One program per kind of sweep the remaining epochs run, each compiled ahead
     # of time, so every step, the first included, is timed alike.
     n_dispatch = min(cfg.train.steps_per_dispatch, spe)
-    kinds = {sw.stage if sw.fixed else None
-             for e in range(start_epoch, cfg.train.epochs) for sw in sweep_plan(cfg, e)}
+    kinds = {sw.program for e in range(start_epoch, cfg.train.epochs) for sw in sweep_plan(cfg, e)}
     batches_like = jax.ShapeDtypeStruct((spe, bs, *ds.train.images.shape[1:]), np.uint8,
                                         sharding=sweep_sharded(mesh))
     programs, compile_s = {}, 0.0
-    for kind in sorted(kinds, key=lambda k: -1 if k is None else k):
-        programs[kind] = make_multi_step(cfg, n_dispatch, steps_per_epoch=spe, mesh=mesh, stage=kind)
+    for kind in sorted(kinds, key=repr):
+        if kind == AE_STAGE:  # the plain AE's step, on this run's state
+            programs[kind] = make_multi_step(ae_stage_config(cfg), n_dispatch, steps_per_epoch=spe,
+                                             mesh=mesh)
+        else:
+            programs[kind] = make_multi_step(cfg, n_dispatch, steps_per_epoch=spe, mesh=mesh,
+                                             stage=kind)
         compile_s += programs[kind].compile(state, batches_like)
     evaluate = _Evaluator(cfg, mesh, ds.test.images)
     barrier("raegan_compiled")  # every process starts stepping (and collecting) together
@@ -312,7 +317,7 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 partial = None
                 if pos == 0 and sweep.stage is not None:
                     state = state.replace(stage=jnp.int32(sweep.stage))
-                program = programs[sweep.stage if sweep.fixed else None]
+                program = programs[sweep.program]
                 perm = np.asarray(epoch_permutation(cfg.train.seed, step // spe, n_train))
                 batches = sweep_batches(ds.train.images, perm, spe, bs, mesh)
                 while pos < spe:

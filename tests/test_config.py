@@ -87,6 +87,10 @@ def test_switching_dataset_brings_its_architecture():
     ({"train.ae_ema": -0.5}, "train.ae_ema"),
     ({"model.batch_chunks": 3}, "model.batch_chunks"),  # does not divide batch 128
     ({"model.batch_chunks": -1}, "model.batch_chunks"),
+    ({"train.ae_stage_epochs": 2}, "train.ae_stage_epochs has no effect for family 'ae'"),
+    ({"model.family": "rae", "train.ae_stage_epochs": -1}, "train.ae_stage_epochs"),
+    ({"model.family": "rae", "train.epochs": 5, "train.ae_stage_epochs": 5},
+     r"train.ae_stage_epochs \(5\) must be below train.epochs \(5\)"),
 ])
 def test_bad_values_name_the_field(overrides, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
