@@ -53,15 +53,19 @@ class TrainStep:
         return jax.tree.map(
             lambda x: x if getattr(x, "sharding", None) == rep else jax.device_put(x, rep), state)
 
-    def compile(self, state: TrainState, *args: Any) -> float:
+    def compile(self, state: TrainState, *args: Any,
+                compiler_options: dict[str, Any] | None = None) -> float:
         """Compiles ahead of time for these arguments' shapes; returns the seconds it took.
 
         Later calls run that executable, so the first step is timed like every
         other. Arguments of other shapes or shardings then raise instead of
         silently compiling again. Nothing runs and nothing is donated here.
+        ``compiler_options`` are XLA options for this program alone (e.g.
+        ``{"xla_backend_optimization_level": 2}``), overriding ``XLA_FLAGS``.
         """
         t = time.perf_counter()
-        self._compiled = self.jitted.lower(self._place(state), *args).compile()
+        lowered = self.jitted.lower(self._place(state), *args)
+        self._compiled = lowered.compile(compiler_options) if compiler_options else lowered.compile()
         return time.perf_counter() - t
 
     def __call__(self, state: TrainState, *args: Any):

@@ -26,6 +26,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # from an optimized build, and the PyTorch parity test compares gradients in float64.
 # Every process the tests start gets it too (xla_flags).
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# A test that runs one program for hundreds of steps is execution-bound instead: it compiles
+# that program at XLA's usual level (TrainStep.compile(..., compiler_options=OPTIMIZED)).
+# 50 MNIST rae steps: 10.7 s at level 0, 1.7 s at level 2, for 2.3 s more compilation.
+OPTIMIZED = {"xla_backend_optimization_level": 2}
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 import jax

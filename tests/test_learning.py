@@ -9,6 +9,8 @@ import raegan_jax as rj
 from raegan_jax import losses
 from raegan_jax.steps import bind, d_logits
 
+from conftest import OPTIMIZED
+
 
 def fixed_batch(dataset, n=16, seed=0):
     """Structured images (blurry blobs), not noise, so an AE can learn them."""
@@ -47,6 +49,7 @@ def test_loss_goes_down_on_a_fixed_batch(preset, family, steps_, policy):
     step = rj.make_train_step(cfg, steps_per_epoch=10)
     ev = rj.make_eval_step(cfg)
     state = rj.create_train_state(cfg, jax.random.key(0))
+    step.compile(state, x, compiler_options=OPTIMIZED)  # hundreds of steps: execution-bound
     first = np.asarray(ev(state, x)["recon_loss"])
     stages = []
     for _ in range(steps_):
@@ -66,6 +69,7 @@ def test_discriminator_learns_in_its_stage(family):
     x = fixed_batch("mnist")
     step = rj.make_train_step(cfg, steps_per_epoch=10)
     state = rj.create_train_state(cfg, jax.random.key(0)).replace(stage=jnp.int32(rj.STAGE_D))
+    step.compile(state, x, compiler_options=OPTIMIZED)
     d_losses = []
     for _ in range(60):
         state, m = step(state, x)
