@@ -39,7 +39,7 @@ from raegan_jax import data as data_lib
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
-from raegan_jax.stages import ae_stage_config, sweep_plan
+from raegan_jax.stages import AE_STAGE, ae_stage_config, sweep_plan
 from raegan_jax.steps import steps_per_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -305,7 +305,7 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
         ``data.train_examples`` drawn afresh per epoch when resampling.
 
     Returns:
-      Program -> calls: ``"-"`` (the ae/rae step), ``"ae-stage"`` (the plain AE's
+      Program -> calls: ``"-"`` (the ae/rae step), ``"ae_stage"`` (the plain AE's
       step of ``train.ae_stage_epochs``), ``"recon"``, ``"d"``, ``"ae"``
       (the programs specialised to a stage: pretraining and ``phases`` sweeps),
       ``"one-program"`` (the step whose on-device flag picks the stage:
@@ -318,7 +318,7 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
     for epoch in range(cfg.train.epochs):
         for sweep in sweep_plan(cfg, epoch):
             if sweep.ae_stage:
-                name = "ae-stage"
+                name = AE_STAGE
             elif sweep.fixed:
                 name = STAGE_NAMES[sweep.stage]
             else:
@@ -352,7 +352,7 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
         for prog in calls:
             if prog == "eval":
                 runners[prog] = EvalRunner(cfg)
-            elif prog == "ae-stage":
+            elif prog == AE_STAGE:
                 runners[prog] = JaxRunner(ae_stage_config(cfg), "-")
             else:
                 runners[prog] = JaxRunner(cfg, prog if prog in STAGES else "ae",

@@ -29,7 +29,7 @@ def test_report_schedule_counts_what_each_preset_runs():
     # fewer images on disk than the preset asks for: the run takes what exists
     # (and cifar10_rae's AE stage runs the plain AE's program: 120 of its 150 epochs)
     calls = bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))  # batch 32
-    assert (calls["ae-stage"], calls["-"]) == (120 * 31, 30 * 31)
+    assert (calls["ae_stage"], calls["-"]) == (120 * 31, 30 * 31)
 
 
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
@@ -40,7 +40,7 @@ def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
     rows = bench.bench_report(["mnist_aegan"], repeats=2, warmup=0, overrides=over,
                               data_dir=str(tiny_mnist), log=log.append)
     by = {r["stage"]: r for r in rows}
-    progs = ("ae-stage", "recon", "one-program", "eval")
+    progs = ("ae_stage", "recon", "one-program", "eval")
     assert set(by) == {*progs, "total"}
     assert [by[k]["calls"] for k in progs] == [3, 3, 6, 8]
     for r in (by[k] for k in progs):

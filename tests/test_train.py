@@ -58,13 +58,16 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
     assert rj.config.from_dict(json.loads((w / "config.json").read_text())) == cfg
 
 
-@pytest.mark.parametrize("extra", [{}, {"train.ae_ema": 0.9}], ids=["plain", "weight_average"])
+@pytest.mark.parametrize("extra", [{}, {"train.ae_ema": 0.9, "train.ae_stage_epochs": 1}],
+                         ids=["plain", "weight_average_after_an_ae_stage"])
 def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist, extra):
     straight = cfg_for(**{"train.epochs": 3, **extra})
     train_and_evaluate(straight, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
-    # Same run in two goes: 1 epoch, then "rerun with more epochs".
-    train_and_evaluate(cfg_for(**{"train.epochs": 1, **extra}), tmp_path / "b", data_dir=str(tiny_mnist),
-                       progress=False)
+    # Same run in two goes: the first epoch(s), then "rerun with more epochs" (the second
+    # go runs no AE stage: its program is never built).
+    first = 1 + extra.get("train.ae_stage_epochs", 0)
+    train_and_evaluate(cfg_for(**{"train.epochs": first, **extra}), tmp_path / "b",
+                       data_dir=str(tiny_mnist), progress=False)
     train_and_evaluate(straight, tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
     a, b = final_state(straight, tmp_path / "a"), final_state(straight, tmp_path / "b")
     assert (a.ae_ema is None) == (not extra)
