@@ -50,11 +50,15 @@ class Sweep:
       stage: the stage the sweep starts in, or None to leave the state's flag.
       fixed: the stage stays put for the whole sweep (the loop then runs the
         program specialised to it).
+      ae_stage: an AE-stage sweep (the plain one-pass AE's program).
+      restart_ae_optimizer: the AE's optimizer state (Adam moments, schedule
+        count) is re-initialised before the sweep's first step.
     """
 
     stage: int | None
     fixed: bool = False
     ae_stage: bool = False  # the plain one-pass AE learns (train.ae_stage_epochs)
+    restart_ae_optimizer: bool = False  # the AE's Adam starts afresh (the AE stage's end)
 
     @property
     def name(self) -> str | None:
@@ -77,7 +81,8 @@ def ae_stage_config(cfg: Config) -> Config:
     """The config whose train step an AE-stage sweep runs: the same model, data and
     optimizer settings as the family ``ae`` with one pass (reconstruction of pass 1
     only; D, if any, left as it is). Its state is ``cfg``'s own, so the family's
-    training continues from it with the same parameters and Adam moments."""
+    training continues from the same parameters (and weight average); the AE's
+    Adam moments restart there (:attr:`Sweep.restart_ae_optimizer`)."""
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="ae", passes=1))
 
 
@@ -89,11 +94,23 @@ def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
     reconstruction sweeps; ``phases`` epochs are reconstruction, D,
     adversarial AE; the first game epoch after either starts with D (as a
     fresh run does at step 0); otherwise one sweep whose stage the on-device
-    policy drives.
+    policy drives. The first sweep after the AE stage restarts the AE's optimizer.
     """
     if epoch < cfg.train.ae_stage_epochs:
         # The flag reads "reconstruction" meanwhile (the AE's program ignores it).
         return [Sweep(STAGE_RECON, fixed=True, ae_stage=True)]
+    plan = _family_plan(cfg, epoch)
+    if epoch == cfg.train.ae_stage_epochs > 0:
+        # Why: Adam's second moments, settled on the one-pass AE's small gradients,
+        # scale the recursion's (or the game's) larger first gradients into steps
+        # 2-4x too long, and the trained AE falls back to the mean-image plateau
+        # (experiments/RESULTS.md §3 item 9). Fresh moments start the family's
+        # training as train.init_from does.
+        plan[0] = dataclasses.replace(plan[0], restart_ae_optimizer=True)
+    return plan
+
+
+def _family_plan(cfg: Config, epoch: int) -> list[Sweep]:
     if not cfg.is_gan:
         return [Sweep(None)]
     pre = max(cfg.gan.ae_pretrain_epochs, cfg.train.ae_stage_epochs)

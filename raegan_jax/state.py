@@ -94,6 +94,13 @@ def make_optimizers(cfg: Config, steps_per_epoch: int | None = None
     return tx(cfg.train.ae_lr), tx(cfg.train.d_lr)
 
 
+def restart_ae_optimizer(cfg: Config, state: TrainState) -> TrainState:
+    """``state`` with the AE's optimizer state re-initialised (zero Adam moments,
+    schedule count 0: a warm-up, if any, runs again); parameters, weight average,
+    D and its optimizer untouched."""
+    return state.replace(ae_opt_state=make_optimizers(cfg)[0].init(state.ae_params))
+
+
 def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
     """Initialises both networks and their optimizer states.
 

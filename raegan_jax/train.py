@@ -45,7 +45,7 @@ from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_s
                                  sweep_batches, sweep_sharded)
 from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae_stage_config,
                                sweep_plan)
-from raegan_jax.state import TrainState, create_train_state, eval_params
+from raegan_jax.state import TrainState, create_train_state, eval_params, restart_ae_optimizer
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, check_config,
                                 config_mismatch, read_history)
@@ -317,6 +317,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 partial = None
                 if pos == 0 and sweep.stage is not None:
                     state = state.replace(stage=jnp.int32(sweep.stage))
+                if pos == 0 and sweep.restart_ae_optimizer:
+                    state = restart_ae_optimizer(cfg, state)
                 program = programs[sweep.program]
                 perm = np.asarray(epoch_permutation(cfg.train.seed, step // spe, n_train))
                 batches = sweep_batches(ds.train.images, perm, spe, bs, mesh)

@@ -5,6 +5,7 @@ import pathlib
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import raegan_jax as rj
@@ -208,7 +209,8 @@ def test_phases_policy_runs_three_sweeps_per_epoch(tmp_path, tiny_mnist):
 def test_ae_stage_then_pretraining_then_game(tmp_path, tiny_mnist):
     """raegan with train.ae_stage_epochs=1 and gan.ae_pretrain_epochs=2: epoch 1 trains the
     plain one-pass AE (exactly what an `ae` run's first epoch trains; D untouched), epoch 2
-    the recursive AE on reconstruction (D untouched), epoch 3 plays the game."""
+    the recursive AE on reconstruction (D untouched) with fresh Adam moments, epoch 3 plays
+    the game."""
     cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2,
                                     "train.ae_stage_epochs": 1, "gan.ae_pretrain_epochs": 2,
                                     "train.epochs": 3, "gan.stage_policy": "alternate"})
@@ -231,6 +233,10 @@ def test_ae_stage_then_pretraining_then_game(tmp_path, tiny_mnist):
     fresh = rj.create_train_state(cfg, jax.random.key(cfg.train.seed))
     for x, y in zip(jax.tree.leaves(after[1].d_params), jax.tree.leaves(fresh.d_params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # The AE's Adam restarted when the stage ended: after epoch 2 it counts that epoch's
+    # 4 updates, not 8 (its moments hold only their gradients).
+    count = lambda st: int(optax.tree_utils.tree_get(st.ae_opt_state, "count"))  # noqa: E731
+    assert (count(plain), count(after[0]), count(after[1])) == (4, 4, 4)
 
 
 def test_many_steps_per_dispatch_equals_one(tmp_path, tiny_mnist):
