@@ -99,8 +99,10 @@ class TrainConfig:
     init_from_d: bool = False
     # The AE stage: the first ae_stage_epochs of train.epochs train the plain one-pass
     # autoencoder on reconstruction (the family "ae"; D untouched); the family's own
-    # training (recursion, game) then continues from those weights and that Adam state.
-    # The report builds its recursive AE and its GANs on a trained AE this way. 0 = off.
+    # training (recursion, game) then continues from those weights (and weight average)
+    # with fresh Adam moments for the AE: carried ones send the trained AE back to the
+    # plateau (RESULTS §3 item 9). The report builds its recursive AE and its GANs on a
+    # trained AE this way. 0 = off.
     ae_stage_epochs: int = 0
     # Log per-layer gradient norms, dead-ReLU fractions and output statistics
     # (raegan_jax/diagnostics.py); costs one extra AE forward/backward per step.
