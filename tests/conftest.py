@@ -25,7 +25,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # compute the same functions. Only float rounding differs: no test compares with numbers
 # from an optimized build, and the PyTorch parity test compares gradients in float64.
 # Every process the tests start gets it too (xla_flags).
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# Single-threaded Eigen: on 2 cores XLA:CPU's intra-op pool can wedge a program with
+# collectives over several in-process devices (seen once in the notebook test: device 0
+# waited 40 s in an all-reduce thunk run from the pool, device 1 never arrived, XLA aborted;
+# the same wedge and flag: PyAutoLabs/PyAutoFit#1528). The two pytest workers already fill
+# both cores, so the tests lose no parallelism by it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false"
 # A test that runs one program for hundreds of steps is execution-bound instead: it compiles
 # that program at XLA's usual level (TrainStep.compile(..., compiler_options=OPTIMIZED)).
 # 50 MNIST rae steps: 10.7 s at level 0, 1.7 s at level 2, for 2.3 s more compilation.
