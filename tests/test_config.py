@@ -21,8 +21,8 @@ def test_presets_match_the_report():
         # The report's Adam 5e-3 / 1e-3, except the measured deviations (README's preset table).
         ae_lr = 1e-3 if name.startswith("cifar10") else 5e-3
         # SPEC's batch 128 (the report states none), but 32 for cifar10_ae, cifar10_rae
-        # (RESULTS §3) and cifar10_aegan (§8).
-        batch = 32 if name in ("cifar10_ae", "cifar10_rae", "cifar10_aegan") else 128
+        # (RESULTS §3), cifar10_aegan and cifar10_raegan (§8).
+        batch = 128 if name.startswith("mnist") else 32
         assert (cfg.train.ae_lr, cfg.train.d_lr, cfg.train.batch_size) == (ae_lr, 1e-3, batch)
         if cfg.is_gan:
             assert cfg.gan.adv_weight == 0.01
@@ -31,22 +31,22 @@ def test_presets_match_the_report():
     # §4); no GAN preset does yet.
     assert {n: c.train.ae_ema for n, c in p.items() if c.train.ae_ema} == {
         "mnist_ae": 0.999, "cifar10_ae": 0.999, "cifar10_rae": 0.999}
-    # cifar10_rae trains the plain AE first, inside its 150 epochs, as the report built it
-    # (RESULTS §3 item 9); no other preset has an AE stage.
+    # cifar10_rae and cifar10_raegan train the plain AE first, inside their 150 epochs, as
+    # the report built them (RESULTS §3 item 9, §8); no other preset has an AE stage.
     assert {n: c.train.ae_stage_epochs for n, c in p.items() if c.train.ae_stage_epochs} == {
-        "cifar10_rae": 120}
-    assert p["cifar10_rae"].train.epochs == 150
+        "cifar10_rae": 120, "cifar10_raegan": 120}
+    assert p["cifar10_rae"].train.epochs == p["cifar10_raegan"].train.epochs == 150
     assert not p["cifar10_ae"].data.resample_train
     # Every GAN preset plays the threshold rule on reals and fakes (RESULTS §7, §8); the
     # CIFAR-10 ones for the steps of the report's 20 three-sweep `phases` epochs.
     # mnist_aegan reads running means after 20 epochs of plain AE training (RESULTS §7),
-    # cifar10_aegan reads them from the start (§8).
+    # cifar10_aegan reads them from the start, cifar10_raegan after its AE stage (§8).
     assert {n: (c.gan.stage_policy, c.gan.threshold_on, c.train.epochs, c.gan.threshold_ema,
                 c.gan.ae_pretrain_epochs)
             for n, c in p.items() if c.is_gan} == {
         "mnist_aegan": ("threshold", "both", 200, 0.9, 20),
         "cifar10_aegan": ("threshold", "both", 60, 0.9, 0),
-        "cifar10_raegan": ("threshold", "both", 60, 0.0, 0)}
+        "cifar10_raegan": ("threshold", "both", 150, 0.9, 0)}
     report = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20})
     assert sweeps_before(report, 20) == sweeps_before(p["cifar10_aegan"], 60) == 60
     # The literal settings stay one override away.
