@@ -24,10 +24,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 import torch_impl  # noqa: E402
 
 PRESET = {"mnist": "mnist_aegan", "cifar10": "cifar10_raegan"}
-# The twin runs Adam at a constant rate (the report's); MNIST presets warm up.
+# The twin runs Adam at a constant rate (the report's) from its first step; MNIST presets warm up.
 # No warm-up, and no AE stage (cifar10_raegan trains the plain AE for its first 120 epochs;
 # here each family's own step is compared from the first step).
-NO_WARMUP = {"train.warmup_steps": 0, "train.ae_stage_epochs": 0}
+TWIN_START = {"train.warmup_steps": 0, "train.ae_stage_epochs": 0}
 RTOL = 1e-4
 
 
@@ -36,7 +36,7 @@ def real_batches(tiny_mnist, tiny_cifar):
     """Four batches of 8 real training images per dataset, float32 NHWC in [0, 1]."""
     out = {}
     for ds, data_dir in (("mnist", tiny_mnist), ("cifar10", tiny_cifar)):
-        cfg = rj.get_preset(PRESET[ds], {**NO_WARMUP, "data.train_examples": 32, "data.test_examples": 8,
+        cfg = rj.get_preset(PRESET[ds], {**TWIN_START, "data.train_examples": 32, "data.test_examples": 8,
                                          "train.batch_size": 8})
         imgs = rj.load_data(cfg, str(data_dir)).train.images.astype(np.float32) / 255.0
         out[ds] = [imgs[i * 8:(i + 1) * 8] for i in range(4)]
@@ -59,7 +59,7 @@ def twin(cfg, state, steps_per_epoch=1):
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_same_weights_same_outputs_losses_and_gradients(dataset, real_batches):
-    cfg = rj.get_preset(PRESET[dataset], {**NO_WARMUP, "model.family": "aegan", "model.passes": 1})
+    cfg = rj.get_preset(PRESET[dataset], {**TWIN_START, "model.family": "aegan", "model.passes": 1})
     state = rj.create_train_state(cfg, jax.random.key(3))
     ae, disc = rj.build_models(cfg)
     t = twin(cfg, state)
@@ -108,7 +108,7 @@ def test_same_weights_same_outputs_losses_and_gradients(dataset, real_batches):
     ("cifar10", "ae", 1), ("cifar10", "rae", 3), ("cifar10", "aegan", 1), ("cifar10", "raegan", 3),
 ])
 def test_same_losses_after_adam_steps(dataset, family, passes, real_batches):
-    cfg = rj.get_preset(PRESET[dataset], {**NO_WARMUP, "model.family": family, "model.passes": passes,
+    cfg = rj.get_preset(PRESET[dataset], {**TWIN_START, "model.family": family, "model.passes": passes,
                                           "gan.stage_policy": "phases", "gan.adv_weight": 0.5,
                                           "train.batch_size": 8})
     spe = 3  # a short sweep, so the cycle's start is redrawn within the test
