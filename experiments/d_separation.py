@@ -14,12 +14,17 @@ reconstructions of them with D, and reports per pass:
   that pass (ties count half). 0.5: D cannot tell them apart at any threshold;
   1: some threshold separates them perfectly. It does not move with D's bias.
 
+With ``--train`` it also scores the run's training images (and their fakes) and
+reports D's accuracies there and the AUC of the training reals against the validation
+reals: 0.5 when D scores both alike, above 0.5 when D has learnt the training images
+themselves (a D that calls unseen real images fake has memorised its reals).
+
 With ``--cues`` it also asks what D reads: it scores altered real images (edits that
 keep them real in content) and hybrids of the reals and the pass-1 fakes, and reports
 each one's PSNR against the originals and its AUC against the reals. A cue D reads
 gets an AUC near the fakes'; one it ignores, 0.5. See :func:`cue_images`.
 
-    python experiments/d_separation.py runs/full_raegan/both_e60/seed0 ... [--cues] [--json OUT]
+    python experiments/d_separation.py runs/full_raegan/both_e60/seed0 ... [--cues] [--train] [--json OUT]
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def cue_images(x: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
 
 
 def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 512,
-             cues: bool = False) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+             cues: bool = False, split: str = "test") -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """D's logits on the run's validation images and on every pass's reconstructions.
 
     Args:
@@ -81,6 +86,7 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
       data_dir: where the raw data is (default: the run's own lookup).
       batch: images per forward pass.
       cues: also score the probes of :func:`cue_images`.
+      split: "test" (the run's validation images) or "train" (its training images).
 
     Returns:
       ``(run config dict, real logits [N], fake logits [passes, N], cues)`` with
@@ -94,7 +100,7 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
     cfg = from_dict(cfg_d)
     if not cfg.is_gan:
         raise ValueError(f"{workdir}: a {cfg.model.family!r} run has no discriminator")
-    test = data.load(cfg, data_dir).test.images
+    test = getattr(data.load(cfg, data_dir), split).images
     b = bind(cfg)
 
     @jax.jit
@@ -140,21 +146,36 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--cues", action="store_true",
                     help="also score altered reals and real/fake hybrids: what does D read?")
+    ap.add_argument("--train", action="store_true",
+                    help="also score the training images: has D learnt its reals?")
     ap.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     a = ap.parse_args()
     f = lambda v: "/".join(f"{x:.2f}" for x in v)
     print("| run | D acc real / fakes per pass | D's mean P(real): reals / fakes per pass | AUC per pass |")
     print("|---|---|---|---|")
-    rows, cue_lines = {}, []
+    rows, cue_lines, train_lines = {}, [], []
     for wd in a.workdirs:
         _, real, fake, probes = d_scores(wd, a.data_dir, cues=a.cues)
         s = rows[str(wd)] = separation(real, fake)
         print(f"| {wd} | {s['d_real_acc']:.2f} / {f(s['d_fake_acc'])} | "
               f"{s['d_real_prob']:.2f} / {f(s['d_fake_prob'])} | {f(s['auc'])} |", flush=True)
+        if a.train:
+            _, real_tr, fake_tr, _ = d_scores(wd, a.data_dir, split="train")
+            s["train"] = separation(real_tr, fake_tr)
+            s["train"]["auc_train_vs_val_reals"] = auc(real_tr, real)
+            train_lines.append(f"| {wd} | {s['train']['d_real_acc']:.2f} / "
+                               f"{f(s['train']['d_fake_acc'])} | {f(s['train']['auc'])} | "
+                               f"{s['train']['auc_train_vs_val_reals']:.2f} |")
         if probes:
             s["cues"] = {k: {"psnr": q, "auc": auc(real, logits)} for k, (logits, q) in probes.items()}
             cue_lines.append(f"| {wd} | {s['auc'][0]:.2f} | " + " | ".join(
                 f"{c['auc']:.2f} ({c['psnr']:.1f})" for c in s["cues"].values()) + " |")
+    if train_lines:
+        print("\nOn the training images; the last column: AUC of the training reals against "
+              "the validation reals\n")
+        print("| run | D acc real / fakes per pass | AUC per pass | train vs val reals |")
+        print("|---|---|---|---|")
+        print("\n".join(train_lines))
     if cue_lines:
         names = list(next(iter(rows.values()))["cues"])
         print("\nAUC against the reals (PSNR dB against the reals):\n")

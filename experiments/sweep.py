@@ -11,7 +11,9 @@ seed trains in ``DIR/<name>/seed<S>`` (``--set train.seed=S``), its output in
 ``DIR/<name>/seed<S>.log``. Rerunning resumes unfinished runs and skips
 finished ones (``raegan train`` resumes from its checkpoints). A run may name
 ``"init_from": "<other name>"``: it starts from that run's final checkpoint of
-the same seed, and waits for it.
+the same seed, and waits for it. A run may name ``"branch_from": {"name": "<other
+name>", "epoch": E}``: it continues that run's whole train state from the end of
+its epoch E (``train.init_from_state``), e.g. several games after one AE stage.
 
 ``table`` prints, per run name, the mean ± std over seeds of the final
 validation loss of every pass, PSNR/SSIM per pass, D's accuracies (GAN
@@ -59,7 +61,31 @@ def _cmd(entry: dict, seed: int, workdir: pathlib.Path, runs: pathlib.Path,
         cmd += ["--set", kv]
     if entry.get("init_from"):
         cmd += ["--set", f"train.init_from={runs / entry['init_from'] / f'seed{seed}'}"]
+    if entry.get("branch_from"):
+        src = runs / entry["branch_from"]["name"] / f"seed{seed}"
+        cmd += ["--set", f"train.init_from={branch_checkpoint(src, entry['branch_from']['epoch'])}",
+                "--set", "train.init_from_state=true"]
     return cmd
+
+
+def _source(entry: dict) -> str | None:
+    """The name of the run ``entry`` starts from (init_from or branch_from), if any."""
+    return entry.get("init_from") or (entry.get("branch_from") or {}).get("name")
+
+
+def branch_checkpoint(src: pathlib.Path, epoch: int) -> pathlib.Path:
+    """The checkpoint folder of run ``src`` at the end of its epoch ``epoch`` (its
+    step count read from ``metrics.jsonl``).
+
+    Raises:
+      FileNotFoundError: naming the run and epoch, if that checkpoint is not there.
+    """
+    step = sum(r["steps"] for r in _records(src) if r["epoch"] <= epoch)
+    path = src / "checkpoints" / str(step)
+    if not any(r["epoch"] == epoch for r in _records(src)) or not path.is_dir():
+        raise FileNotFoundError(f"branch_from: {src} has no checkpoint of epoch {epoch} "
+                                f"(looked for {path})")
+    return path
 
 
 def select(spec: list[dict], only: list[str] | None) -> list[tuple[dict, int]]:
@@ -89,14 +115,19 @@ def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
         try:
             if (wd / "summary.json").exists():
                 return
-            dep = entry.get("init_from")
+            dep = _source(entry)
             if dep and (dep, seed) in done_events:
                 done_events[(dep, seed)].wait()
             wd.parent.mkdir(parents=True, exist_ok=True)
             t = time.time()
+            try:
+                cmd = _cmd(entry, seed, wd, runs, list(extra))
+            except FileNotFoundError as e:  # a branch whose source did not get there
+                print(f"{entry['name']} seed {seed}: FAILED: {e}", flush=True)
+                failures.append((entry["name"], seed))
+                return
             with open(wd.parent / f"seed{seed}.log", "a") as log:
-                rc = subprocess.call(_cmd(entry, seed, wd, runs, list(extra)), stdout=log,
-                                     stderr=subprocess.STDOUT)
+                rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
             status = "ok" if rc == 0 else f"FAILED rc={rc}"
             print(f"{entry['name']} seed {seed}: {status} in {time.time() - t:.0f} s", flush=True)
             if rc:
@@ -105,7 +136,7 @@ def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
             done_events[(entry["name"], seed)].set()
 
     # Runs that others start from go first, so their dependants do not hold workers idle.
-    deps = {e.get("init_from") for e in spec}
+    deps = {_source(e) for e in spec}
     todo.sort(key=lambda es: es[0]["name"] not in deps)
     with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(lambda es: one(*es), todo))

@@ -210,6 +210,14 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
     Raises:
       CheckpointError: naming the path, if no readable checkpoint is there.
     """
+    meta, state, _ = load_checkpoint(path, template)
+    return meta["config"], state
+
+
+def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any]
+                    ) -> tuple[dict, Any, pathlib.Path]:
+    """As :func:`load_params`, returning ``(meta, state, checkpoint folder)``: the
+    meta holds the source's ``config`` and the ``epoch`` the checkpoint completed."""
     p = pathlib.Path(path)
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
@@ -227,7 +235,7 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
         meta = ckpt.read_meta(step)
         if "config" not in meta:
             raise CheckpointError(f"init_from {path}: checkpoint {ckpt.path(step)} has no config")
-        return meta["config"], ckpt.restore(step, template(meta["config"]))
+        return meta, ckpt.restore(step, template(meta["config"])), ckpt.path(step)
     finally:
         ckpt.close()
 

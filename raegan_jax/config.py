@@ -97,6 +97,14 @@ class TrainConfig:
     # holds no checkpoint of its own (a resumed run continues from its own).
     init_from: str = ""
     init_from_d: bool = False
+    # A branch: with init_from, continue the source checkpoint's whole train state
+    # (step, both networks and optimizer states, stage, controller, weight average)
+    # from its epoch under this config, with the source's records of those epochs
+    # copied into metrics.jsonl. The source must have this run's model, data, batch
+    # size and seed, so the branch equals a run of this config from scratch wherever
+    # the two configs train alike up to that epoch (e.g. a changed game after an AE
+    # stage, RESULTS §8).
+    init_from_state: bool = False
     # The AE stage: the first ae_stage_epochs of train.epochs train the plain one-pass
     # autoencoder on reconstruction (the family "ae"; D untouched); the family's own
     # training (recursion, game) then continues from those weights (and weight average)
@@ -156,6 +164,16 @@ class GanConfig:
     # passes x m_j / sum(m) (m_j: D's running accuracy on pass j's fakes), pushing
     # hardest where D still catches the fakes.
     pass_weighting: str = "uniform"
+    # R1 penalty on D (Mescheder et al. 2018, "Which training methods for GANs actually
+    # converge?"): D's loss adds r1_weight / 2 x the mean over real images of
+    # |grad_x D(x)|^2, which damps the oscillation of an unregularised game around its
+    # balance. Logged as d_r1 (D's steps). 0 = off.
+    r1_weight: float = 0.0
+    # Mean-colour term: in the game's AE steps the AE's objective adds colour_weight x
+    # the squared distance between each fake's and its real image's mean colour (summed
+    # over channels, mean over the batch, summed over passes), against a D that reads the
+    # fakes' colour cast (RESULTS §8). Logged as colour_loss [passes]. 0 = off.
+    colour_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,6 +509,8 @@ def validate(cfg: Config) -> None:
                f"{m.family} needs at least one epoch of its own")
     _check(not t.init_from_d or (t.init_from and cfg.is_gan), "train.init_from_d",
            "needs train.init_from and a GAN family (aegan/raegan)")
+    _check(not t.init_from_state or (t.init_from and not t.init_from_d), "train.init_from_state",
+           "needs train.init_from (and takes D with the rest: drop train.init_from_d)")
     _check(t.recon_loss in ("mse", "bce"), "train.recon_loss",
            f"must be 'mse' or 'bce', got {t.recon_loss!r}")
     _check(t.rae_objective in ("cycle", "sum", "last"), "train.rae_objective",
@@ -524,6 +544,9 @@ def validate(cfg: Config) -> None:
            f"must be 'fake' or 'both', got {g.threshold_on!r}")
     _check(g.pass_weighting in ("uniform", "caught"), "gan.pass_weighting",
            f"must be 'uniform' or 'caught', got {g.pass_weighting!r}")
+    _check(g.r1_weight >= 0.0, "gan.r1_weight", f"must be >= 0 (0 = off), got {g.r1_weight}")
+    _check(g.colour_weight >= 0.0, "gan.colour_weight",
+           f"must be >= 0 (0 = off), got {g.colour_weight}")
 
 
 def from_dict(d: Mapping[str, Any]) -> Config:

@@ -103,6 +103,36 @@ def adversarial_loss(fake_logits: jax.Array, kind: str) -> jax.Array:
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
+def r1_penalty(d_fn, images: jax.Array) -> jax.Array:
+    """The R1 gradient penalty's mean: ``mean_b |grad_x D(x_b)|^2`` at real images.
+
+    Args:
+      d_fn: D as a function of images [B, H, W, C] -> logits [B], each logit
+        depending on its own image only (so the gradient of their sum holds each
+        image's own input gradient).
+      images: [B, H, W, C] real images.
+
+    Returns:
+      Scalar: the squared norm of D's input gradient, averaged over the batch
+      (Mescheder et al. 2018 weight it by gamma / 2 in D's loss).
+    """
+    grads = jax.grad(lambda x: d_fn(x).sum())(images)
+    return (grads.reshape(grads.shape[0], -1) ** 2).sum(axis=-1).mean()
+
+
+def mean_colour_error(outputs: jax.Array, images: jax.Array) -> jax.Array:
+    """Squared distance between each output's and its image's mean colour.
+
+    Args:
+      outputs: [..., B, H, W, C] images in [0, 1] (leading pass axes allowed).
+      images: [B, H, W, C] targets in [0, 1] (broadcast over leading axes).
+
+    Returns:
+      [..., B]: sum over channels of (mean over pixels of output - of image)^2.
+    """
+    return ((outputs.mean(axis=(-3, -2)) - images.mean(axis=(-3, -2))) ** 2).sum(axis=-1)
+
+
 def accuracy_real(real_logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Fraction of real images D classifies as real (logit > 0). [B] -> scalar."""
     return _mean((real_logits > 0).astype(real_logits.dtype), weights)

@@ -238,7 +238,7 @@ def pass_weights(cfg: Config, ctrl: dict | None) -> jax.Array:
 # ``alternate`` a step is in both ae_learns and d_learns.
 STEP_GROUPS = ("ae_learns", "d_learns", "recon")
 GROUPED_METRICS = ("loss", "recon_loss", "adv_loss", "d_loss", "d_real_acc", "d_fake_acc",
-                   "adv_lambda", "pass_weight")
+                   "adv_lambda", "pass_weight", "d_r1", "colour_loss")
 
 
 def split_by_group(m: Metrics) -> Metrics:

@@ -170,9 +170,10 @@ def d_logits(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
     return out[0], out[1:]
 
 
-def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: jax.Array,
-                 fake_l: jax.Array, adv_coef: jax.Array | None = None,
-                 lam: jax.Array | None = None, weights: jax.Array | None = None) -> Metrics:
+def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, colour: jax.Array,
+                 real_l: jax.Array, fake_l: jax.Array, adv_coef: jax.Array | None = None,
+                 lam: jax.Array | None = None, weights: jax.Array | None = None,
+                 r1: jax.Array | None = None) -> Metrics:
     """A GAN step's metrics, and the AE's objective (the one place it is defined).
 
     ``loss`` is the AE's objective: ``recon_objective`` plus ``adv_weighted``,
@@ -191,6 +192,7 @@ def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: ja
         "recon_objective": recon_obj,
         "adv_weighted": adv_weighted,
         "recon_loss": per_pass,
+        "colour_loss": colour,
         "adv_loss": adv,
         "d_loss": losses.d_loss(real_l, fake_l),
         "d_real_acc": losses.accuracy_real(real_l),
@@ -201,7 +203,14 @@ def _gan_metrics(b: Bound, recon_obj: jax.Array, per_pass: jax.Array, real_l: ja
         m["adv_lambda"] = zeros if lam is None else lam
     if b.cfg.gan.pass_weighting != "uniform":
         m["pass_weight"] = zeros if weights is None else weights
+    if b.cfg.gan.r1_weight > 0:
+        m["d_r1"] = jnp.zeros((), adv.dtype) if r1 is None else r1
     return m
+
+
+def colour_per_pass(logits: jax.Array, images: jax.Array) -> jax.Array:
+    """[passes] batch mean of :func:`~raegan_jax.losses.mean_colour_error` of the fakes."""
+    return losses.mean_colour_error(to_images(logits), images).mean(axis=-1)
 
 
 def adaptive_lambda(b: Bound, vjp_fn, weights: jax.Array) -> jax.Array:
@@ -264,21 +273,37 @@ def recon_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     if b.disc is None or not measure_d:
         metrics = {"loss": obj, "recon_loss": per_pass}
     else:
-        real_l, fake_l = d_logits(b, state.d_params, images,
-                                  jax.lax.stop_gradient(to_images(logits)))
-        metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+        logits = jax.lax.stop_gradient(logits)
+        real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
+        metrics = _gan_metrics(b, obj, per_pass, colour_per_pass(logits, images), real_l, fake_l)
     return state.replace(ae_params=ae_params, ae_opt_state=ae_opt), metrics
 
 
 def _d_grads(b: Bound, d_params: Any, images: jax.Array, fakes: jax.Array
-             ) -> tuple[Any, tuple[jax.Array, jax.Array]]:
-    """D's gradient of its loss on real images and fakes: (grads, (real logits, fake logits))."""
+             ) -> tuple[Any, tuple[jax.Array, jax.Array], jax.Array]:
+    """D's gradient of its loss on real images and fakes.
+
+    D's loss is :func:`~raegan_jax.losses.d_loss`, plus ``gan.r1_weight`` / 2 x
+    the R1 penalty at the real images where configured (its gradient is a
+    second-order one: XLA differentiates D's input gradient).
+
+    Returns:
+      ``(grads, (real logits [B], fake logits [P, B]), r1)``, ``r1`` the
+      penalty's mean (0 when off).
+    """
+    r1_weight = b.cfg.gan.r1_weight
+
     def loss_fn(dp):
         real_l, fake_l = d_logits(b, dp, images, fakes)
-        return losses.d_loss(real_l, fake_l), (real_l, fake_l)
+        loss = losses.d_loss(real_l, fake_l)
+        r1 = jnp.zeros((), loss.dtype)
+        if r1_weight > 0:
+            r1 = losses.r1_penalty(lambda x: b.disc.apply({"params": dp}, x), images)
+            loss = loss + 0.5 * r1_weight * r1
+        return loss, (real_l, fake_l, r1)
 
-    (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
-    return grads, logits
+    (_, (real_l, fake_l, r1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+    return grads, (real_l, fake_l), r1
 
 
 def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
@@ -286,9 +311,10 @@ def d_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array
     """D learns real -> 1, every pass's reconstruction -> 0; the AE is frozen."""
     logits = jax.lax.stop_gradient(ae_logits(b, state.ae_params, images))
     obj, per_pass = recon_objective(b, logits, images, pidx)
-    grads, (real_l, fake_l) = _d_grads(b, state.d_params, images, to_images(logits))
+    grads, (real_l, fake_l), r1 = _d_grads(b, state.d_params, images, to_images(logits))
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, grads)
-    metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l)
+    metrics = _gan_metrics(b, obj, per_pass, colour_per_pass(logits, images), real_l, fake_l,
+                           r1=r1)
     metrics["loss"] = metrics["d_loss"]  # what this step optimised
     return state.replace(d_params=d_params, d_opt_state=d_opt), metrics
 
@@ -317,17 +343,21 @@ def _ae_grads(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Array,
     def losses_fn(p):
         logits = ae_logits(b, p, images)
         obj, per_pass = recon_objective(b, logits, images, pidx)
+        colour = colour_per_pass(logits, images)
+        if g.colour_weight > 0:  # part of the game's reconstruction side, so λ sees it
+            obj = obj + jnp.where(adv_on, g.colour_weight, 0.0) * colour.sum()
         fake_l = b.disc.apply({"params": state.d_params}, to_images(logits))  # [P, B]
-        return (obj, losses.adversarial_loss(fake_l, g.adv_loss)), (per_pass, fake_l, logits)
+        return ((obj, losses.adversarial_loss(fake_l, g.adv_loss)),
+                (per_pass, colour, fake_l, logits))
 
-    (obj, adv), vjp_fn, (per_pass, fake_l, logits) = jax.vjp(losses_fn, state.ae_params,
-                                                              has_aux=True)
+    (obj, adv), vjp_fn, (per_pass, colour, fake_l, logits) = jax.vjp(
+        losses_fn, state.ae_params, has_aux=True)
     weights = pass_weights(b.cfg, state.ctrl)
     lam = (adaptive_lambda(b, vjp_fn, weights) if g.adv_weight_mode == "adaptive"
            else jnp.ones_like(adv))
     coef = jnp.where(adv_on, g.adv_weight * weights * lam, 0.0).astype(adv.dtype)
     (grads,) = vjp_fn((jnp.ones_like(obj), coef))
-    metrics = _gan_metrics(b, obj, per_pass, real_l, fake_l, coef, lam, weights)
+    metrics = _gan_metrics(b, obj, per_pass, colour, real_l, fake_l, coef, lam, weights)
     return grads, metrics, logits
 
 
@@ -355,7 +385,8 @@ def alternate_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.A
     new, m_d = d_update(b, state, images, pidx)
     new = _select(game_on, new, state, ("d_params", "d_opt_state"))
     new, m_ae = ae_update(b, new, images, pidx, adv_on=game_on)
-    return new, {**m_ae, **{k: m_d[k] for k in ("d_loss", "d_real_acc", "d_fake_acc")}}
+    return new, {**m_ae, **{k: m_d[k] for k in ("d_loss", "d_real_acc", "d_fake_acc", "d_r1")
+                            if k in m_d}}
 
 
 def _select(pred: jax.Array, new: TrainState, old: TrainState, fields: tuple[str, ...]
@@ -380,8 +411,16 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
     is_d = state.stage == STAGE_D
     g_ae, metrics, logits = _ae_grads(b, state, images, pidx, adv_on=state.stage != STAGE_RECON)
     fakes = jax.lax.stop_gradient(to_images(logits))
-    g_d = jax.lax.cond(is_d, lambda dp: _d_grads(b, dp, images, fakes)[0],
-                       lambda dp: jax.tree.map(jnp.zeros_like, dp), state.d_params)
+    def d_grads(dp):
+        grads, _, r1 = _d_grads(b, dp, images, fakes)
+        return grads, r1
+
+    def no_d_grads(dp):
+        return jax.tree.map(jnp.zeros_like, dp), jnp.zeros((), jnp.float32)
+
+    g_d, r1 = jax.lax.cond(is_d, d_grads, no_d_grads, state.d_params)
+    if "d_r1" in metrics:
+        metrics["d_r1"] = r1
     ae_params, ae_opt = _apply(b.ae_tx, state.ae_params, state.ae_opt_state, g_ae)
     d_params, d_opt = _apply(b.d_tx, state.d_params, state.d_opt_state, g_d)
     new = state.replace(ae_params=ae_params, ae_opt_state=ae_opt, d_params=d_params,

@@ -35,8 +35,8 @@ from jax.experimental import multihost_utils
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures, losses
-from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_params
-from raegan_jax.config import Config, ConfigError, from_dict, validate
+from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_checkpoint, load_params
+from raegan_jax.config import Config, ConfigError, diff, from_dict, validate
 from raegan_jax.figures import train_recon_loss
 from raegan_jax.models import to_images
 from raegan_jax.parallel import (barrier, check_batch_divides, make_mesh, put_batch,
@@ -47,8 +47,8 @@ from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae
                                sweep_plan)
 from raegan_jax.state import TrainState, create_train_state, eval_params, restart_ae_optimizer
 from raegan_jax.steps import ae_logits, bind
-from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, check_config,
-                                config_mismatch, read_history)
+from raegan_jax.workdir import (RESUMABLE_FIELDS, WorkdirError, WorkdirLock, append_record,
+                                check_config, config_mismatch, read_history)
 
 # Step counts (summed, not averaged) and the names they are logged under.
 _COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
@@ -394,6 +394,9 @@ def _resume(cfg: Config, ckpt: Checkpointer, state: TrainState, mesh
 
     found = ckpt.restore_newest(state, check_meta, log=_log)
     if found is None:
+        if cfg.train.init_from_state:
+            state, epoch = _branch_from(cfg, state, mesh, workdir=ckpt.directory.parent)
+            return state, epoch, None
         if cfg.train.init_from:
             state = _init_from(cfg, state, mesh)
         return state, 0, None
@@ -470,6 +473,50 @@ def _init_from(cfg: Config, state: TrainState, mesh) -> TrainState:
         state = state.replace(ae_ema=put_replicated(jax.device_get(src.ae_params), mesh))
     _log(f"initialised {' and '.join(p[:-7].upper() for p in parts)} from {cfg.train.init_from}")
     return state
+
+
+# What a branch's source must share with it (train.init_from_state): the fields that
+# decide the state's shapes, the images and their order.
+_BRANCH_SAME = ("model.", "data.", "train.batch_size", "train.seed")
+
+
+def _branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
+                 ) -> tuple[TrainState, int]:
+    """Continues another run's checkpoint under ``cfg`` (``train.init_from_state``).
+
+    Returns:
+      ``(state, epochs the source completed)``; the source's metric records of
+      those epochs are copied into ``workdir/metrics.jsonl``.
+
+    Raises:
+      ConfigError: naming the fields in which the source differs from ``cfg`` where
+        it must not (:data:`_BRANCH_SAME`), or a mid-epoch checkpoint.
+    """
+    src = cfg.train.init_from
+    meta, src_state, folder = load_checkpoint(
+        src, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
+    differ = [f for f in diff(from_dict(meta["config"]), cfg)
+              if f.startswith(_BRANCH_SAME) and f not in RESUMABLE_FIELDS]
+    if differ:
+        raise ConfigError(f"train.init_from {src}: a branch must share the source's model, data, "
+                          f"batch size and seed; these differ: {', '.join(differ)}")
+    if meta.get("partial"):
+        raise ConfigError(f"train.init_from {src}: checkpoint {folder} was saved mid-epoch; "
+                          f"a branch starts from the end of an epoch")
+    if jax.tree.structure(src_state) != jax.tree.structure(state):
+        raise ConfigError(f"train.init_from {src}: its train state has other parts than this "
+                          f"config's (a weight average or a controller on one side only)")
+    epoch = int(meta["epoch"])
+    if epoch >= cfg.train.epochs:
+        raise ConfigError(f"train.init_from {src}: the source completed {epoch} epochs; "
+                          f"train.epochs ({cfg.train.epochs}) leaves nothing to train")
+    src_metrics = folder.parent.parent / "metrics.jsonl"
+    if _is_main() and src_metrics.exists():
+        recs = [l for l in src_metrics.read_text().splitlines()
+                if l.strip() and json.loads(l)["epoch"] <= epoch]
+        (workdir / "metrics.jsonl").write_text("".join(l + "\n" for l in recs))
+    _log(f"branching from {folder} (epoch {epoch}, step {int(to_host(src_state.step))})")
+    return put_replicated(jax.device_get(src_state), mesh), epoch
 
 
 def _tb_writer(workdir: pathlib.Path):

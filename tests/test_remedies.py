@@ -126,3 +126,48 @@ def test_init_from_a_missing_path_is_named(tmp_path):
     cfg = rj.get_preset("mnist_ae", {**TINY, "train.init_from": str(tmp_path / "nothing")})
     with pytest.raises(CheckpointError, match="nothing"):
         _init_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh())
+
+
+def _records(wd):
+    import json
+    drop = ("epoch_seconds", "images_per_sec", "compile_seconds")
+    return [{k: v for k, v in json.loads(l).items() if k not in drop}
+            for l in (wd / "metrics.jsonl").read_text().splitlines() if l.strip()]
+
+
+def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tiny_mnist):
+    # An AE stage of 1 epoch, then the game with D's R1 penalty on: once straight, once as a
+    # branch of a run whose game had no penalty, from that run's checkpoint after its AE stage.
+    base = {**TINY, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 1,
+            "gan.threshold_ema": 0.5}
+    run = lambda wd, over: train_and_evaluate(rj.get_preset("mnist_aegan", {**base, **over}), wd,  # noqa: E731
+                                              data_dir=str(tiny_mnist), progress=False)
+    game = {"gan.r1_weight": 1.0, "train.epochs": 3}
+    straight = run(tmp_path / "straight", game)
+    run(tmp_path / "src", {"train.epochs": 2})
+    first = tmp_path / "src" / "checkpoints" / "4"  # 128 images / 32 = 4 steps: epoch 1
+    branch = run(tmp_path / "branch", {**game, "train.init_from": str(first),
+                                       "train.init_from_state": True})
+    assert branch["val_recon_loss"] == straight["val_recon_loss"]
+    assert branch["d_fake_acc"] == straight["d_fake_acc"]
+    assert _records(tmp_path / "branch") == _records(tmp_path / "straight")  # epoch 1 copied
+    assert any(r.get("train/d_learns/d_r1", 0) > 0 for r in _records(tmp_path / "branch"))
+    # The source's own epoch 2 (no penalty) is not what the branch trained.
+    assert _records(tmp_path / "src")[1] != _records(tmp_path / "branch")[1]
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"train.seed": 1}, "train.seed"),
+    ({"train.batch_size": 16}, "train.batch_size"),
+    ({"train.epochs": 1}, "leaves nothing to train"),
+])
+def test_a_branch_from_another_run_is_one_clear_error(source_run, over, match):
+    wd, _ = source_run
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 2, "train.init_from": str(wd),
+                                     "train.init_from_state": True, **over})
+    with pytest.raises(rj.ConfigError, match=match):
+        from raegan_jax.train import _branch_from
+        _branch_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh(),
+                     workdir=wd.parent / "unused")
+    with pytest.raises(rj.ConfigError, match="init_from_state"):
+        rj.get_preset("mnist_ae", {"train.init_from_state": True})

@@ -110,10 +110,11 @@ def test_next_stage_boundaries(stage, acc, expected):
     assert int(stages.next_stage("alternate", jnp.int32(stage), jnp.float32(acc), 0.5)) == stage
 
 
-def test_select_and_switch_agree(key):
+@pytest.mark.parametrize("levers", [{}, {"gan.r1_weight": 1.0, "gan.colour_weight": 5.0}])
+def test_select_and_switch_agree(key, levers):
     states, metrics = {}, {}
     for impl in ("select", "switch"):
-        cfg = small_cfg("raegan", **{"gan.stage_impl": impl})
+        cfg = small_cfg("raegan", **{"gan.stage_impl": impl, **levers})
         step = rj.make_train_step(cfg, steps_per_epoch=10)
         state = rj.create_train_state(cfg, key)
         ms = []
@@ -125,6 +126,11 @@ def test_select_and_switch_agree(key):
     for a, b in zip(jax.tree.leaves(states["select"]), jax.tree.leaves(states["switch"])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     assert [int(m["stage"]) for m in metrics["select"]] == [int(m["stage"]) for m in metrics["switch"]]
+    for k in ("d_r1", "colour_loss"):  # the levers' metrics: the same in both forms
+        if k in metrics["select"][0]:
+            np.testing.assert_allclose([np.asarray(m[k]) for m in metrics["select"]],
+                                       [np.asarray(m[k]) for m in metrics["switch"]], rtol=1e-4, atol=1e-6)
+    assert ("d_r1" in metrics["select"][0]) == bool(levers)
 
 
 def test_alternate_updates_both_networks(key):

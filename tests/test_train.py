@@ -295,6 +295,38 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     assert workdirs == [str(runs / n / f"seed{s}") for n in "ac" for s in (0, 1)]
 
 
+def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(tmp_path, monkeypatch,
+                                                                            capsys):
+    """A ``branch_from`` entry continues its source's state from the end of the named epoch
+    (the checkpoint whose step the source's records add up to), after the source ran; a
+    source that never got there fails that seed alone, with the reason."""
+    sweep = _experiment_script("sweep")
+    spec = [{"name": "stage", "preset": "mnist_aegan", "seeds": [0, 1]},
+            {"name": "game", "preset": "mnist_aegan", "branch_from": {"name": "stage", "epoch": 2},
+             "seeds": [0, 1]}]
+    runs, order = tmp_path / "runs", []
+
+    def fake_run(cmd, **kw):
+        wd = pathlib.Path(cmd[cmd.index("--workdir") + 1])
+        order.append(wd.parent.name)
+        if wd.parent.name == "stage" and wd.name == "seed0":  # seed 1 stops before epoch 2
+            wd.mkdir(parents=True)
+            (wd / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "steps": 4}) + "\n"
+                                                      for e in (1, 2, 3)))
+            for step in (8, 12):
+                (wd / "checkpoints" / str(step)).mkdir(parents=True)
+        return 0
+
+    monkeypatch.setattr(sweep.subprocess, "call", fake_run)
+    assert sweep.run(spec, runs, jobs=2, only=None) == 1
+    assert order.index("game") > order.index("stage")
+    out = capsys.readouterr().out
+    assert "game seed 1: FAILED" in out and "no checkpoint of epoch 2" in out
+    cmd = sweep._cmd(spec[1], 0, runs / "game" / "seed0", runs, [])
+    assert f"train.init_from={runs / 'stage' / 'seed0' / 'checkpoints' / '8'}" in cmd
+    assert "train.init_from_state=true" in cmd
+
+
 def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
     """``sweep.py seeds``: one row per seed with what it has logged, the last-3-epoch means
     of the validation numbers and the game's training measures over the last epochs."""
@@ -369,6 +401,9 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
     _, real_l, fake_l, probes = ds.d_scores(tmp_path / "w", str(tiny_mnist), cues=True)
     assert real_l.shape == (40,) and fake_l.shape == (2, 40)  # the run's 40 test images
+    _, real_tr, fake_tr, _ = ds.d_scores(tmp_path / "w", str(tiny_mnist), split="train")
+    assert real_tr.shape == (128,) and fake_tr.shape == (2, 128)  # its 128 training images
+    assert not np.allclose(real_tr[:40], real_l)
     assert set(probes) == set(ds.cue_images(np.zeros((1, 8, 8, 1), np.float32),
                                             np.zeros((1, 8, 8, 1), np.float32)))
     assert all(p[0].shape == (40,) and np.isfinite(p[1]) for p in probes.values())
