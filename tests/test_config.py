@@ -36,6 +36,10 @@ def test_presets_match_the_report():
     assert {n: c.train.ae_stage_epochs for n, c in p.items() if c.train.ae_stage_epochs} == {
         "cifar10_rae": 120, "cifar10_raegan": 120}
     assert p["cifar10_rae"].train.epochs == p["cifar10_raegan"].train.epochs == 150
+    # cifar10_raegan's D pays an R1 penalty (RESULTS §8, "Levers against the colour chase");
+    # no other preset's does, and none adds the mean-colour term.
+    assert {n: c.gan.r1_weight for n, c in p.items() if c.gan.r1_weight} == {"cifar10_raegan": 1.0}
+    assert not any(c.gan.colour_weight for c in p.values())
     assert not p["cifar10_ae"].data.resample_train
     # Every GAN preset plays the threshold rule on reals and fakes (RESULTS §7, §8); the
     # CIFAR-10 ones for the steps of the report's 20 three-sweep `phases` epochs.
