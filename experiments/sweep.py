@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     # "extend": `--only a b` and `--only a --only b` both select a and b.
     p.add_argument("--only", nargs="+", action="extend", metavar="NAME",
-                   help="run only these entries of the spec")
+                   help="only these entries of the spec (run, and the rows of table, seeds, frontier)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
@@ -364,13 +364,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds: the epochs over which the game's training measures are averaged")
     a = p.parse_args(argv)
     spec = json.loads(a.spec.read_text())
+    try:
+        select(spec, a.only)
+    except ValueError as e:
+        p.error(str(e))
     if a.action == "run":
-        try:
-            select(spec, a.only)
-        except ValueError as e:
-            p.error(str(e))
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
-        return run(spec, a.runs, a.jobs, a.only, a.sets)
+        return run(spec, a.runs, a.jobs, a.only, a.sets)  # the named entries' sources run too
+    if a.only:
+        spec = [e for e in spec if e["name"] in a.only]
     if a.action == "seeds":
         print(seeds_table(per_seed(spec, a.runs, a.last), a.last))
         return 0

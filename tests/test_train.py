@@ -357,6 +357,15 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
                        "--last", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and out[2].startswith("| g | 0 | 4/4 |") and "2/4 (running" in out[3]
+    # --only picks the rows of the reports too, and names a typo.
+    two = _write(tmp_path / "two.json", spec + [{"name": "h", "preset": "mnist_aegan", "seeds": [0]}])
+    for only, n_rows in (("g", 2), ("h", 0)):  # h never ran: no rows, and none of g's
+        assert sweep.main(["seeds", str(two), "--runs", str(tmp_path), "--last", "2", "--only", only]) == 0
+        rows_out = [r for r in capsys.readouterr().out.splitlines()[2:] if r.strip()]
+        assert len(rows_out) == n_rows and all(r.startswith(f"| {only} |") for r in rows_out), rows_out
+    with pytest.raises(SystemExit):
+        sweep.main(["table", str(two), "--runs", str(tmp_path), "--only", "x"])
+    assert "no run named x" in capsys.readouterr().err
 
 
 def test_sweep_table_sets_the_live_ae_beside_its_weight_average(tmp_path):
