@@ -39,7 +39,8 @@ from raegan_jax import data as data_lib
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
-from raegan_jax.stages import AE_STAGE, ae_stage_config, sweep_plan
+from raegan_jax.stages import AE_STAGE, ae_stage_config, ae_stage_mismatch, sweep_plan
+from raegan_jax.workdir import RESUMABLE_FIELDS
 from raegan_jax.steps import steps_per_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -295,6 +296,36 @@ class EvalRunner:
 FALLBACK_SPLITS = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
 
 
+def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=None) -> dict[str, str]:
+    """Which presets, run in this order, can take their AE stage from an earlier plain-AE
+    preset's run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
+
+    Args:
+      presets: preset names in the order they run.
+      available: dataset -> (train, test) images on disk (:func:`~raegan_jax.data.split_sizes`);
+        whether two presets train on the same images depends on it.
+      overrides: ``--set`` values applied to every preset.
+
+    Returns:
+      ``{preset: source preset}`` for each preset whose AE stage is, update for update,
+      the first ``train.ae_stage_epochs`` epochs of the source's run
+      (:func:`~raegan_jax.stages.ae_stage_mismatch` finds nothing).
+    """
+    chain, plain = {}, []
+    for name in presets:
+        cfg = get_preset(name, overrides)
+        if cfg.model.family == "ae":
+            plain.append(cfg)
+        elif cfg.train.ae_stage_epochs:
+            n = data_lib.images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
+            src = [c for c in plain if c.data.dataset == cfg.data.dataset
+                   and c.train.epochs >= cfg.train.ae_stage_epochs
+                   and not ae_stage_mismatch(c, cfg, n, RESUMABLE_FIELDS)]
+            if src:
+                chain[name] = src[0].preset
+    return chain
+
+
 def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
     """How many times a run of ``cfg`` calls each program over its whole schedule.
 
@@ -315,7 +346,8 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
     n_test = data_lib.images_used(cfg.data.test_examples, available[1])
     spe = steps_per_epoch(cfg, n_train)
     calls: Counter = Counter()
-    for epoch in range(cfg.train.epochs):
+    first = cfg.train.ae_stage_epochs if cfg.train.ae_stage_from else 0  # the stage is taken
+    for epoch in range(first, cfg.train.epochs):
         for sweep in sweep_plan(cfg, epoch):
             if sweep.ae_stage:
                 name = AE_STAGE
@@ -325,15 +357,17 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
                 name = "one-program" if cfg.is_gan else "-"
             calls[name] += spe
     every, last = cfg.train.eval_every_epochs, cfg.train.epochs - 1
-    evals = sum((e + 1) % every == 0 or e == last for e in range(cfg.train.epochs))
+    evals = sum((e + 1) % every == 0 or e == last for e in range(first, cfg.train.epochs))
     calls["eval"] = evals * -(-n_test // cfg.train.batch_size)  # zero-padded last batch
     return dict(calls)
 
 
 def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=None,
-                 log: Callable[[str], None] = print) -> list[dict]:
+                 log: Callable[[str], None] = print, chained: bool = True) -> list[dict]:
     """What each preset's whole run costs on this machine: every program it runs, timed
     (interleaved, medians), times the calls its schedule makes (:func:`report_schedule`).
+    With ``chained``, a preset whose AE stage an earlier preset's run already trained
+    (:func:`ae_stage_chain`, as ``experiments/run_report.sh`` runs them) is costed without it.
 
     Checkpointing, data loading and figures are not counted; compile time is, once per
     program. Returns one row per (preset, program) and one ``"total"`` row per preset.
@@ -347,6 +381,12 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
             except data_lib.DataError as e:  # no data here: cost the standard sizes
                 log(f"{cfg.data.dataset}: {e}; costing {FALLBACK_SPLITS[cfg.data.dataset]} images")
                 sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
+    chain = ae_stage_chain(presets, sizes, overrides) if chained else {}
+    for name in presets:
+        cfg = get_preset(name, {**(overrides or {}),
+                                **({"train.ae_stage_from": chain[name]} if name in chain else {})})
+        if name in chain:
+            log(f"{name}: its AE stage is {chain[name]}'s run (train.ae_stage_from), not costed again")
         calls = report_schedule(cfg, sizes[cfg.data.dataset])
         runners: dict[str, object] = {}
         for prog in calls:
@@ -367,7 +407,8 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
             rows.append(row)
             log(f"{name:15s} {prog:12s} {n:7d} calls x {row['ms_per_step']:7.1f} ms = "
                 f"{row['minutes']:6.1f} min")
-        total = {"impl": "jax", "preset": name, "stage": "total", "dataset": cfg.data.dataset,
+        total = {"impl": "jax", "preset": name + (f" (AE stage: {chain[name]})" if name in chain else ""),
+                 "stage": "total", "dataset": cfg.data.dataset,
                  "family": cfg.model.family, "passes": cfg.model.passes,
                  "batch": cfg.train.batch_size, "calls": sum(calls.values()),
                  "compile_s": compile_s, "minutes": (total_s + compile_s) / 60}
@@ -443,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", nargs="?", const=",".join(PRESETS), default=None, metavar="PRESETS",
                    help="estimate each preset's whole run on this machine (default: all presets): "
                         "its programs timed, times the calls its schedule makes")
+    p.add_argument("--no-chain", dest="chain", action="store_false",
+                   help="--report: cost every preset's AE stage itself, as a run alone trains it "
+                        "(default: as experiments/run_report.sh chains them)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="", help="write NAME.json and NAME.md (default: print only)")
     args = p.parse_args(argv)
@@ -455,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in split(args.report) if n not in PRESETS]
         if unknown:
             p.error(f"--report: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-        rows = bench_report(split(args.report), args.repeats, args.warmup, overrides)
+        rows = bench_report(split(args.report), args.repeats, args.warmup, overrides,
+                            chained=args.chain)
     elif args.adaptive:
         rows = bench_adaptive(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
                               int(split(args.passes)[0]), args.repeats, args.warmup, overrides)

@@ -49,15 +49,21 @@ class Checkpointer:
       directory: where the numbered checkpoints live.
       max_to_keep: how many of the newest checkpoints to keep.
       create: create ``directory`` if missing; False opens it read-only.
+      keep_steps: checkpoints kept beside the newest whatever their age (e.g. the
+        end of the epoch another run's ``train.ae_stage_from`` reads).
     """
 
-    def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3, create: bool = True):
+    def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3, create: bool = True,
+                 keep_steps: tuple[int, ...] = ()):
         self.directory = pathlib.Path(directory).resolve()
-        self._mngr = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
-                                                 read_only=not create),
-        )
+        if create:
+            keep = ocp.checkpoint_managers.AnyPreservationPolicy([
+                ocp.checkpoint_managers.LatestN(max_to_keep),
+                ocp.checkpoint_managers.CustomSteps(list(keep_steps))])
+            options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True)
+        else:
+            options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+        self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         """The newest committed checkpoint's step, or None."""
@@ -214,10 +220,15 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
     return meta["config"], state
 
 
-def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any]
+def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any],
+                    epoch: int | None = None, what: str = "init_from"
                     ) -> tuple[dict, Any, pathlib.Path]:
     """As :func:`load_params`, returning ``(meta, state, checkpoint folder)``: the
-    meta holds the source's ``config`` and the ``epoch`` the checkpoint completed."""
+    meta holds the source's ``config`` and the ``epoch`` the checkpoint completed.
+
+    With ``epoch``, a workdir's checkpoint that ends that epoch is read instead of
+    its newest (a checkpoint folder must end it); ``what`` names the setting in errors.
+    """
     p = pathlib.Path(path)
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
@@ -226,15 +237,28 @@ def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any]
     elif p.is_dir():
         directory, step = p, None
     else:
-        raise CheckpointError(f"init_from {path}: no such workdir or checkpoint folder")
+        raise CheckpointError(f"{what} {path}: no such workdir or checkpoint folder")
     ckpt = Checkpointer(directory, create=False)
     try:
+        if step is None and epoch is not None:
+            ends = {m["epoch"]: s for s, m in ((s, ckpt.read_meta(s)) for s in ckpt.all_steps())
+                    if not m.get("partial")}
+            if epoch not in ends:
+                raise CheckpointError(
+                    f"{what} {path}: no checkpoint there ends epoch {epoch} (kept: epochs "
+                    f"{sorted(ends) or 'none'}): a run keeps only its newest checkpoints unless "
+                    f"trained with --set train.keep_epochs={epoch}")
+            step = ends[epoch]
         step = ckpt.latest_step() if step is None else step
         if step is None or step not in ckpt.all_steps():
-            raise CheckpointError(f"init_from {path}: no checkpoint found there")
+            raise CheckpointError(f"{what} {path}: no checkpoint found there")
         meta = ckpt.read_meta(step)
         if "config" not in meta:
-            raise CheckpointError(f"init_from {path}: checkpoint {ckpt.path(step)} has no config")
+            raise CheckpointError(f"{what} {path}: checkpoint {ckpt.path(step)} has no config")
+        if epoch is not None and (meta.get("epoch") != epoch or meta.get("partial")):
+            raise CheckpointError(f"{what} {path}: checkpoint {ckpt.path(step)} ends epoch "
+                                  f"{meta.get('epoch')}{' (mid-epoch)' if meta.get('partial') else ''}, "
+                                  f"not {epoch}")
         return meta, ckpt.restore(step, template(meta["config"])), ckpt.path(step)
     finally:
         ckpt.close()

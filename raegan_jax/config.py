@@ -112,6 +112,15 @@ class TrainConfig:
     # plateau (RESULTS §3 item 9). The report builds its recursive AE and its GANs on a
     # trained AE this way. 0 = off.
     ae_stage_epochs: int = 0
+    # A plain-AE run that already trained this run's AE stage: its workdir (or one
+    # checkpoint folder), whose checkpoint at the end of epoch ae_stage_epochs stands in
+    # for the stage. Its config must train the AE as this run's stage does
+    # (stages.ae_stage_mismatch), so the run continues bit for bit as if it had trained
+    # the stage itself; only its records of those epochs lack this run's evaluations.
+    # experiments/run_report.sh trains cifar10_ae's first 120 epochs once for
+    # cifar10_rae and cifar10_raegan this way. Read only when the workdir holds no
+    # checkpoint of its own.
+    ae_stage_from: str = ""
     # Log per-layer gradient norms, dead-ReLU fractions and output statistics
     # (raegan_jax/diagnostics.py); costs one extra AE forward/backward per step.
     diagnostics: bool = False
@@ -122,6 +131,9 @@ class TrainConfig:
     eval_every_epochs: int = 1
     checkpoint_every_epochs: int = 1
     keep_checkpoints: int = 3
+    # Also keep the checkpoints of these epochs' ends (e.g. the epoch another run's
+    # train.ae_stage_from reads), whatever keep_checkpoints says.
+    keep_epochs: tuple[int, ...] = ()
     num_figure_images: int = 8
 
 
@@ -507,6 +519,13 @@ def validate(cfg: Config) -> None:
     _check(t.grad_clip_norm >= 0, "train.grad_clip_norm", f"must be >= 0 (0 = off), got {t.grad_clip_norm}")
     _check(0 <= t.ae_ema < 1, "train.ae_ema", f"must be in [0, 1) (0 = off), got {t.ae_ema}")
     _check(t.ae_stage_epochs >= 0, "train.ae_stage_epochs", f"must be >= 0, got {t.ae_stage_epochs}")
+    if t.ae_stage_from:
+        _check(t.ae_stage_epochs > 0, "train.ae_stage_from",
+               "needs an AE stage to stand in for (train.ae_stage_epochs > 0)")
+        _check(not t.init_from, "train.ae_stage_from",
+               f"and train.init_from ({t.init_from}) both say where the run starts; set one")
+    _check(all(e >= 1 for e in t.keep_epochs), "train.keep_epochs",
+           f"must be epochs >= 1, got {t.keep_epochs}")
     if t.ae_stage_epochs:
         _check(m.family != "ae", "train.ae_stage_epochs",
                "has no effect for family 'ae' (its whole run is the AE stage): set it to 0")

@@ -114,16 +114,17 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     adversarial weight, a third panel: λ per pass over training steps.
     """
     plt = _plt()
-    epochs = [h["epoch"] for h in history]
     lams = [(h, adv_lambda(h)) for h in history]
     lams = [(h, lam) for h, lam in lams if lam is not None]
     ncols = 3 if lams else 2
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4))
     ax, ax2 = axes[0], axes[1]
     ax2.sharey(ax)
-    ax.plot(epochs, [h["val/d_real_acc"] for h in history], "k-", label="real")
-    for j in range(len(history[0]["val/d_fake_acc"])):
-        ax.plot(epochs, [h["val/d_fake_acc"][j] for h in history], "-", label=f"fakes, pass {j + 1}")
+    evald = [h for h in history if "val/d_fake_acc" in h]  # not every epoch need be evaluated
+    ev_epochs = [h["epoch"] for h in evald]
+    ax.plot(ev_epochs, [h["val/d_real_acc"] for h in evald], "k-", label="real")
+    for j in range(len(evald[0]["val/d_fake_acc"])):
+        ax.plot(ev_epochs, [h["val/d_fake_acc"][j] for h in evald], "-", label=f"fakes, pass {j + 1}")
     ax.set_ylabel("discriminator accuracy")
     ax.set_title("validation, end of epoch", fontsize=9)
     groups = [("d_sweep", "D sweep", "-"), ("game_sweep", "game sweep", "--"),

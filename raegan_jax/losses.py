@@ -1,8 +1,11 @@
-"""Reconstruction and adversarial losses. All take logits, never probabilities."""
+"""Reconstruction and adversarial losses (all take logits, never probabilities), and
+the image metrics of evaluation (dm-pix's PSNR and SSIM)."""
 
 from __future__ import annotations
 
+import dm_pix as pix
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
@@ -149,3 +152,48 @@ def balance_gap(fake_acc) -> float:
     always right or always wrong on some pass). Host-side, on fetched accuracies.
     """
     return float(np.max(np.abs(np.asarray(fake_acc, np.float64) - 0.5)))
+
+
+def _blur_matrix(n: int, size: int, sigma: float) -> np.ndarray:
+    """[n - size + 1, n]: row i holds dm-pix's 1-D Gaussian at columns i .. i + size - 1.
+
+    The same taps as ``dm_pix.ssim``'s default filter (``size`` odd), so a product
+    with this matrix is its "valid" convolution along one axis.
+    """
+    hw = size // 2
+    taps = np.exp(-0.5 * ((np.arange(size) - hw) / sigma) ** 2)
+    taps /= taps.sum()
+    rows = n - size + 1
+    m = np.zeros((rows, n), np.float32)
+    for i in range(rows):
+        m[i, i:i + size] = taps
+    return m
+
+
+def ssim(a: jax.Array, b: jax.Array, *, filter_size: int = 11, filter_sigma: float = 1.5
+         ) -> jax.Array:
+    """dm-pix's SSIM, its Gaussian window applied as two matrix products.
+
+    ``dm_pix.ssim``'s own window is a vmapped 1-D ``jnp.convolve`` per row and
+    column, which XLA:CPU runs ~3x slower than the AE's forward pass: at batch
+    32, a 3-pass evaluation spent 20 of its 52 ms there. The same separable
+    filter as dense [rows, n] matrices (:func:`_blur_matrix`) gives the same
+    SSIM to float rounding in a fraction of the time, on any backend.
+
+    Args:
+      a, b: [B, H, W, C] or [H, W, C] images in [0, 1], of one shape.
+      filter_size, filter_sigma: the Gaussian window (dm-pix's defaults).
+
+    Returns:
+      [B] or scalar: each image pair's mean SSIM, as ``dm_pix.ssim(a, b)``.
+    """
+    h, w = a.shape[-3], a.shape[-2]
+    my = jnp.asarray(_blur_matrix(h, filter_size, filter_sigma))
+    mx = jnp.asarray(_blur_matrix(w, filter_size, filter_sigma))
+    hi = jax.lax.Precision.HIGHEST  # dm-pix's convolution precision
+
+    def blur(z):
+        z = jnp.einsum("ih,...hwc->...iwc", my, z, precision=hi)
+        return jnp.einsum("jw,...iwc->...ijc", mx, z, precision=hi)
+
+    return pix.ssim(a, b, filter_fn=blur)

@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from raegan_jax.config import Config
+from raegan_jax.config import Config, diff
 
 # Values of the on-device stage flag (``TrainState.stage``).
 STAGE_AE = 0  # the AE learns against the frozen discriminator
@@ -84,6 +84,46 @@ def ae_stage_config(cfg: Config) -> Config:
     training continues from the same parameters (and weight average); the AE's
     Adam moments restart there (:attr:`Sweep.restart_ae_optimizer`)."""
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="ae", passes=1))
+
+
+# Fields in which a plain-AE run may differ from a run's AE stage and still train the
+# AE alike (train.ae_stage_from): the run's length, D's and the game's settings, the
+# recursion's objective, what the run evaluates, logs and keeps.
+_STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr",
+               "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
+
+
+def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozenset()) -> list[str]:
+    """Where a plain-AE run ``src`` trains the AE otherwise than ``cfg``'s AE stage does.
+
+    Args:
+      src: the source run's config (family ``ae``).
+      cfg: the run whose AE stage it should stand in for.
+      n_train: the training images ``cfg`` loaded (``data.train_examples`` may
+        differ where both ask for at least every image there is).
+      resumable: fields a run may change when resumed (they change no update).
+
+    Returns:
+      The dotted fields that differ where they must not; empty if the source's
+      first ``train.ae_stage_epochs`` epochs are the stage, update for update.
+    """
+    want = ae_stage_config(cfg)
+    out = []
+    for f in diff(src, want):
+        if f in resumable or f.startswith(_STAGE_FREE):
+            continue
+        if f == "train.ae_ema" and cfg.train.ae_ema == 0:
+            continue  # a weight average beside the AE changes no update; this run drops it
+        if f == "data.train_examples":
+            took_all = cfg.data.train_examples == 0 or cfg.data.train_examples > n_train
+            if not cfg.data.resample_train and took_all and (
+                    src.data.train_examples == 0 or src.data.train_examples >= n_train):
+                continue  # both asked for at least the n_train images there are
+        out.append(f)
+    if (cfg.train.lr_schedule == "cosine" and cfg.train.decay_steps == 0
+            and src.train.epochs != cfg.train.epochs):
+        out.append("train.epochs (the cosine schedule spans the whole run)")
+    return out
 
 
 def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:

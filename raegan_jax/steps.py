@@ -558,7 +558,7 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
     outs = to_images(logits)
     m = {"recon_loss": per_sample @ w_mean, "weight": w.sum(),
          "psnr": jax.vmap(lambda o: pix.psnr(o, images))(outs) @ w_mean,
-         "ssim": jax.vmap(lambda o: pix.ssim(o, images))(outs) @ w_mean}
+         "ssim": jax.vmap(lambda o: losses.ssim(o, images))(outs) @ w_mean}
     if state.ae_ema is not None:
         live = ae_logits(b, state.ae_params, images)
         m["recon_loss_live"] = losses.recon_loss(live, images, b.cfg.train.recon_loss) @ w_mean

@@ -44,8 +44,8 @@ from raegan_jax.parallel import (barrier, check_batch_divides, make_mesh, put_ba
 from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_step,
                                  sweep_batches, sweep_sharded)
 from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae_stage_config,
-                               sweep_plan)
-from raegan_jax.state import TrainState, create_train_state, eval_params, restart_ae_optimizer
+                               ae_stage_mismatch, sweep_plan)
+from raegan_jax.state import STAGE_RECON, TrainState, create_train_state, eval_params, restart_ae_optimizer
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (RESUMABLE_FIELDS, WorkdirError, WorkdirLock, append_record,
                                 check_config, config_mismatch, read_history)
@@ -268,7 +268,8 @@ def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: s
         (workdir / "config.json").write_text(cfg.to_json())
     bs = cfg.train.batch_size
     spe = n_used // bs  # drop_remainder
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints,
+                        keep_steps=tuple(e * spe for e in cfg.train.keep_epochs))
     try:
         return _loop(cfg, workdir, mesh, ds, spe, ckpt, progress, t_start)
     finally:
@@ -279,7 +280,7 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
           progress: bool, t_start: float) -> dict:
     bs, n_train = cfg.train.batch_size, len(ds.train.images)
     state = put_replicated(create_train_state(cfg, jax.random.key(cfg.train.seed)), mesh)
-    state, start_epoch, partial = _resume(cfg, ckpt, state, mesh)
+    state, start_epoch, partial = _resume(cfg, ckpt, state, mesh, spe, n_train)
     history = read_history(workdir, start_epoch, rewrite=_is_main())
     step = int(to_host(state.step))  # tracked on the host from here: no device syncs
 
@@ -375,9 +376,10 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
     return summary
 
 
-def _resume(cfg: Config, ckpt: Checkpointer, state: TrainState, mesh
+def _resume(cfg: Config, ckpt: Checkpointer, state: TrainState, mesh, spe: int, n_train: int
             ) -> tuple[TrainState, int, dict | None]:
-    """Restores the newest intact checkpoint of this run (or applies ``train.init_from``).
+    """Restores the newest intact checkpoint of this run (or, in a new run, applies
+    ``train.init_from`` or ``train.ae_stage_from``).
 
     Returns:
       ``(state, epochs completed, partial)``: ``partial`` describes an epoch
@@ -397,6 +399,9 @@ def _resume(cfg: Config, ckpt: Checkpointer, state: TrainState, mesh
         if cfg.train.init_from_state:
             state, epoch = _branch_from(cfg, state, mesh, workdir=ckpt.directory.parent)
             return state, epoch, None
+        if cfg.train.ae_stage_from:
+            state = _ae_stage_from(cfg, state, mesh, ckpt.directory.parent, spe, n_train)
+            return state, cfg.train.ae_stage_epochs, None
         if cfg.train.init_from:
             state = _init_from(cfg, state, mesh)
         return state, 0, None
@@ -519,6 +524,59 @@ def _branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
     return put_replicated(jax.device_get(src_state), mesh), epoch
 
 
+def _ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, spe: int,
+                   n_train: int) -> TrainState:
+    """Stands a plain-AE run's checkpoint in for this run's AE stage (``train.ae_stage_from``).
+
+    The AE stage trains only the AE (its parameters, Adam state and weight
+    average) with the plain AE's step; everything else in the state stays as
+    initialised. So the state at the stage's end is the fresh ``state`` with the
+    source's AE parts and step count, and the flag the stage leaves
+    (reconstruction). The source's records of those epochs are copied into
+    ``metrics.jsonl`` without their evaluations (they evaluated one pass, without D).
+
+    Args:
+      cfg: this run's config; ``state``: its fresh train state.
+      workdir: this run's workdir; ``spe``, ``n_train``: its steps per epoch and
+        training images.
+
+    Returns:
+      The state at the end of epoch ``train.ae_stage_epochs``.
+
+    Raises:
+      ConfigError: the source trains the AE otherwise than this stage would
+        (naming the fields), or stopped at another step.
+      CheckpointError: it has no checkpoint at the end of that epoch.
+    """
+    src, k = cfg.train.ae_stage_from, cfg.train.ae_stage_epochs
+    meta, src_state, folder = load_checkpoint(
+        src, lambda d: create_train_state(from_dict(d), jax.random.key(0)), epoch=k,
+        what="train.ae_stage_from")
+    src_cfg = from_dict(meta["config"])
+    differ = ae_stage_mismatch(src_cfg, cfg, n_train, RESUMABLE_FIELDS)
+    if differ:
+        raise ConfigError(f"train.ae_stage_from {src}: that run trains the AE otherwise than "
+                          f"this run's AE stage would; these differ: {', '.join(differ)}")
+    if int(to_host(src_state.step)) != k * spe:
+        raise ConfigError(f"train.ae_stage_from {src}: its epoch {k} ended at step "
+                          f"{int(to_host(src_state.step))}, this run's would at {k * spe} "
+                          f"(other training images?)")
+    if state.ae_ema is not None and src_state.ae_ema is None:  # caught above: ae_ema differs
+        raise ConfigError(f"train.ae_stage_from {src}: it keeps no weight average")
+    state = state.replace(
+        step=src_state.step, stage=jnp.asarray(STAGE_RECON, jnp.int32),
+        ae_params=src_state.ae_params, ae_opt_state=src_state.ae_opt_state,
+        ae_ema=src_state.ae_ema if state.ae_ema is not None else None)
+    src_metrics = folder.parent.parent / "metrics.jsonl"
+    if _is_main() and src_metrics.exists():
+        recs = [json.loads(l) for l in src_metrics.read_text().splitlines() if l.strip()]
+        recs = [{key: v for key, v in r.items() if not key.startswith("val/")}
+                for r in recs if r["epoch"] <= k]
+        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _log(f"AE stage (epochs 1-{k}) taken from {folder} (step {k * spe})")
+    return put_replicated(jax.device_get(state), mesh)
+
+
 def _tb_writer(workdir: pathlib.Path):
     if not _is_main():
         return None
@@ -630,6 +688,6 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
         if cfg.train.diagnostics:
             figures.diagnostics({cfg.preset: history}, workdir / "diagnostics.png",
                                 f"{cfg.preset}: plateau instruments")
-        if cfg.is_gan and all("val/d_fake_acc" in h for h in history):
+        if cfg.is_gan and any("val/d_fake_acc" in h for h in history):
             figures.fool_rates(history, workdir / "d_accuracy.png",
                                f"{cfg.preset}: can the AE fool D at every pass?")

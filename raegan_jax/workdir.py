@@ -22,7 +22,8 @@ RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint
                     "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
                     "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
                     "model.batch_chunks", "train.diagnostics", "train.init_from",
-                    "train.init_from_d", "train.init_from_state"}
+                    "train.init_from_d", "train.init_from_state", "train.ae_stage_from",
+                    "train.keep_epochs"}
 
 
 class WorkdirError(RuntimeError):

@@ -32,6 +32,25 @@ def test_report_schedule_counts_what_each_preset_runs():
     assert (calls["ae_stage"], calls["-"]) == (120 * 31, 30 * 31)
 
 
+def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
+    all_six = list(rj.PRESETS)
+    offline = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
+    # Offline, cifar10_raegan asks for 20,000 images and cifar10_ae for 10,000: both take the
+    # 8,068 there are, so both recursive presets start from cifar10_ae's run.
+    assert bench.ae_stage_chain(all_six, offline) == {"cifar10_rae": "cifar10_ae",
+                                                      "cifar10_raegan": "cifar10_ae"}
+    # The full CIFAR-10 gives them different images: cifar10_raegan trains its own stage.
+    full = {**offline, "cifar10": (50000, 10000)}
+    assert bench.ae_stage_chain(all_six, full) == {"cifar10_rae": "cifar10_ae"}
+    # Only an earlier plain-AE run can be a source, of the same seed and learning rate.
+    assert bench.ae_stage_chain(["cifar10_rae", "cifar10_ae"], offline) == {}
+    assert bench.ae_stage_chain(all_six, offline, {"train.seed": "1"}) == {
+        "cifar10_rae": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}  # every preset the same seed
+    # A chained run's schedule skips the stage's training and its evaluations.
+    chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
+    assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 252, "eval": 30 * 32}
+
+
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
     # an AE-stage epoch, a reconstruction epoch, two epochs of the game
     over = {**TINY, "train.epochs": 4, "data.train_examples": 96, "gan.ae_pretrain_epochs": 2,
@@ -55,3 +74,34 @@ def test_report_names_an_unknown_preset_at_once(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--report", "mnist_ae,cifar100_ae"])
     assert e.value.code == 2 and "unknown preset(s) cifar100_ae" in capsys.readouterr().err
+
+
+def test_run_report_sh_chains_cifar10_rae_and_raegan_to_cifar10_ae(tmp_path):
+    """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
+    stage's epoch, the recursive presets start from it; SHARE_AE_STAGE=0 runs each alone."""
+    import os
+    import subprocess
+    from conftest import REPO
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "raegan"  # records its arguments instead of training
+    fake.write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
+    fake.chmod(0o755)
+
+    def run(**env):
+        out = subprocess.run(["bash", str(REPO / "experiments" / "run_report.sh"), str(tmp_path / "runs")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                  "PYTHONPATH": str(REPO), **env})
+        assert out.returncode == 0, out.stderr
+        return {l.split()[3]: l for l in out.stdout.splitlines() if l.startswith("ARGS")}
+
+    calls = run()
+    assert len(calls) == 6
+    assert "train.keep_epochs=120" in calls["cifar10_ae"]
+    for p in ("cifar10_rae", "cifar10_raegan"):
+        assert f"train.ae_stage_from={tmp_path / 'runs' / 'cifar10_ae'}" in calls[p]
+    assert not any("ae_stage_from" in calls[p] or "keep_epochs" in calls[p]
+                   for p in ("mnist_ae", "mnist_aegan", "cifar10_aegan"))
+    alone = run(SHARE_AE_STAGE="0")
+    assert not any("ae_stage_from" in c or "keep_epochs" in c for c in alone.values())

@@ -197,3 +197,23 @@ def test_recon_floor_is_the_least_loss_a_reconstruction_can_score(key):
     assert losses.recon_floor(np.asarray(pixels), "mse") == 0.0
     with pytest.raises(ValueError, match="l1"):
         losses.recon_floor(x, "l1")
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 32, 32, 3), (7, 28, 28, 1), (16, 16, 2)])
+def test_ssim_is_dm_pix_ssim(key, shape):
+    """The eval's SSIM (its window as matrix products) equals dm-pix's: per pass (vmapped,
+    as the eval step calls it), per image of a batch, on one image."""
+    import dm_pix as pix
+    from raegan_jax import losses
+    k1, k2 = jax.random.split(key)
+    b = jax.random.uniform(k1, shape[1:] if len(shape) == 5 else shape)
+    a = jnp.clip(b + 0.2 * jax.random.normal(k2, shape), 0.0, 1.0)
+    if len(shape) == 5:
+        ours = jax.vmap(lambda o: losses.ssim(o, b))(a)
+        ref = jax.vmap(lambda o: pix.ssim(o, b))(a)
+    else:
+        ours, ref = losses.ssim(a, b), pix.ssim(a, b)
+    assert ours.shape == ref.shape == shape[:-3]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=2e-6)
+    assert float(losses.ssim(b, b).mean()) == pytest.approx(1.0, abs=1e-5)  # identical images
+    assert float(ours.mean()) < 0.99  # noise lowers it

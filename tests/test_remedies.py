@@ -171,3 +171,59 @@ def test_a_branch_from_another_run_is_one_clear_error(source_run, over, match):
                      workdir=wd.parent / "unused")
     with pytest.raises(rj.ConfigError, match="init_from_state"):
         rj.get_preset("mnist_ae", {"train.init_from_state": True})
+
+
+@pytest.fixture(scope="module")
+def stage_source(tmp_path_factory, tiny_mnist):
+    """A plain AE (with a weight average) trained 3 epochs, keeping epoch 2's checkpoint."""
+    wd = tmp_path_factory.mktemp("stage_src") / "ae"
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 3, "train.keep_epochs": "2",
+                                     "train.keep_checkpoints": 1})
+    train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
+    return wd
+
+
+@pytest.mark.parametrize("family,over", [
+    ("rae", {}),  # the weight average carried on
+    ("raegan", {"train.ae_ema": 0.0, "gan.threshold_ema": 0.5, "gan.r1_weight": 1.0}),  # dropped
+])
+def test_an_ae_run_stands_in_for_the_ae_stage_bit_for_bit(tmp_path, tiny_mnist, stage_source,
+                                                          family, over):
+    """train.ae_stage_from: a plain-AE run's epoch-2 checkpoint replaces a 2-epoch AE stage,
+    and the run ends exactly where the run that trained its own stage does."""
+    from raegan_jax.checkpoint import Checkpointer
+    ck = Checkpointer(stage_source / "checkpoints", create=False)
+    assert ck.all_steps() == [8, 12]  # keep_epochs kept epoch 2 (4 steps an epoch) beside the newest
+    ck.close()
+    cfg = {**TINY, "model.family": family, "model.passes": 2, "train.ae_stage_epochs": 2,
+           "train.epochs": 3, **over}
+    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_ae", {**cfg, **o}), wd,  # noqa: E731
+                                           data_dir=str(tiny_mnist), progress=False)
+    straight = run(tmp_path / "straight", {})
+    shared = run(tmp_path / "shared", {"train.ae_stage_from": str(stage_source)})
+    for k in ("val_recon_loss", "val_psnr", "val_ssim", "d_fake_acc", "d_real_acc"):
+        assert shared.get(k) == straight.get(k), k
+    mine, theirs = _records(tmp_path / "shared"), _records(tmp_path / "straight")
+    assert mine[2] == theirs[2]  # the family's own epoch, every logged number
+    for m, t in zip(mine[:2], theirs[:2]):  # the stage's epochs: the source's training records
+        assert not any(k.startswith("val/") for k in m)
+        assert m == {k: v for k, v in t.items() if not k.startswith("val/")}
+    if family == "raegan":  # D's accuracy figure plots the epochs that were evaluated
+        assert (tmp_path / "shared" / "d_accuracy.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("over,err,match", [
+    ({"train.seed": 1}, rj.ConfigError, "train.seed"),
+    ({"train.ae_lr": 1e-3}, rj.ConfigError, "train.ae_lr"),
+    ({"train.ae_stage_epochs": 1, "train.epochs": 2}, CheckpointError, "keep_epochs=1"),
+])
+def test_an_ae_stage_from_another_training_is_one_clear_error(tmp_path, tiny_mnist, stage_source,
+                                                              over, err, match):
+    cfg = rj.get_preset("mnist_ae", {**TINY, "model.family": "rae", "model.passes": 2,
+                                     "train.ae_stage_epochs": 2, "train.epochs": 3,
+                                     "train.ae_stage_from": str(stage_source), **over})
+    with pytest.raises(err, match=match):
+        train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+    with pytest.raises(rj.ConfigError, match="ae_stage_from"):
+        rj.get_preset("cifar10_ae", {"train.ae_stage_from": str(stage_source)})  # no AE stage
