@@ -515,11 +515,7 @@ def _branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
     if epoch >= cfg.train.epochs:
         raise ConfigError(f"train.init_from {src}: the source completed {epoch} epochs; "
                           f"train.epochs ({cfg.train.epochs}) leaves nothing to train")
-    src_metrics = folder.parent.parent / "metrics.jsonl"
-    if _is_main() and src_metrics.exists():
-        recs = [l for l in src_metrics.read_text().splitlines()
-                if l.strip() and json.loads(l)["epoch"] <= epoch]
-        (workdir / "metrics.jsonl").write_text("".join(l + "\n" for l in recs))
+    _copy_records(folder, workdir, epoch)
     _log(f"branching from {folder} (epoch {epoch}, step {int(to_host(src_state.step))})")
     return put_replicated(jax.device_get(src_state), mesh), epoch
 
@@ -567,14 +563,21 @@ def _ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, 
         step=src_state.step, stage=jnp.asarray(STAGE_RECON, jnp.int32),
         ae_params=src_state.ae_params, ae_opt_state=src_state.ae_opt_state,
         ae_ema=src_state.ae_ema if state.ae_ema is not None else None)
-    src_metrics = folder.parent.parent / "metrics.jsonl"
-    if _is_main() and src_metrics.exists():
-        recs = [json.loads(l) for l in src_metrics.read_text().splitlines() if l.strip()]
-        recs = [{key: v for key, v in r.items() if not key.startswith("val/")}
-                for r in recs if r["epoch"] <= k]
-        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _copy_records(folder, workdir, k, keep=lambda key: not key.startswith("val/"))
     _log(f"AE stage (epochs 1-{k}) taken from {folder} (step {k * spe})")
     return put_replicated(jax.device_get(state), mesh)
+
+
+def _copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
+                  keep=lambda key: True) -> None:
+    """Starts ``workdir/metrics.jsonl`` with the records of epochs 1..``epoch`` of the run
+    that wrote ``checkpoint`` (``<its workdir>/checkpoints/<step>``), their fields that
+    ``keep`` accepts."""
+    src = checkpoint.parent.parent / "metrics.jsonl"
+    if _is_main() and src.exists():
+        recs = [json.loads(l) for l in src.read_text().splitlines() if l.strip()]
+        recs = [{k: v for k, v in r.items() if keep(k)} for r in recs if r["epoch"] <= epoch]
+        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
 def _tb_writer(workdir: pathlib.Path):
