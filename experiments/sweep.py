@@ -13,7 +13,9 @@ finished ones (``raegan train`` resumes from its checkpoints). A run may name
 ``"init_from": "<other name>"``: it starts from that run's final checkpoint of
 the same seed, and waits for it. A run may name ``"branch_from": {"name": "<other
 name>", "epoch": E}``: it continues that run's whole train state from the end of
-its epoch E (``train.init_from_state``), e.g. several games after one AE stage.
+its epoch E (``train.init_from_state``), e.g. several games after one AE stage. A run
+may name ``"ae_stage_from": "<other name>"``: that run (of the same seed) trained its AE
+stage (``train.ae_stage_from``; the source keeps that epoch with ``train.keep_epochs``).
 
 ``table`` prints, per run name, the mean ± std over seeds of the final
 validation loss of every pass, PSNR/SSIM per pass, D's accuracies (GAN
@@ -61,6 +63,8 @@ def _cmd(entry: dict, seed: int, workdir: pathlib.Path, runs: pathlib.Path,
         cmd += ["--set", kv]
     if entry.get("init_from"):
         cmd += ["--set", f"train.init_from={runs / entry['init_from'] / f'seed{seed}'}"]
+    if entry.get("ae_stage_from"):
+        cmd += ["--set", f"train.ae_stage_from={runs / entry['ae_stage_from'] / f'seed{seed}'}"]
     if entry.get("branch_from"):
         src = runs / entry["branch_from"]["name"] / f"seed{seed}"
         cmd += ["--set", f"train.init_from={branch_checkpoint(src, entry['branch_from']['epoch'])}",
@@ -69,8 +73,9 @@ def _cmd(entry: dict, seed: int, workdir: pathlib.Path, runs: pathlib.Path,
 
 
 def _source(entry: dict) -> str | None:
-    """The name of the run ``entry`` starts from (init_from or branch_from), if any."""
-    return entry.get("init_from") or (entry.get("branch_from") or {}).get("name")
+    """The name of the run ``entry`` starts from (init_from, ae_stage_from or branch_from), if any."""
+    return (entry.get("init_from") or entry.get("ae_stage_from")
+            or (entry.get("branch_from") or {}).get("name"))
 
 
 def branch_checkpoint(src: pathlib.Path, epoch: int) -> pathlib.Path:

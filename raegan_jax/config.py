@@ -112,11 +112,12 @@ class TrainConfig:
     # plateau (RESULTS §3 item 9). The report builds its recursive AE and its GANs on a
     # trained AE this way. 0 = off.
     ae_stage_epochs: int = 0
-    # A plain-AE run that already trained this run's AE stage: its workdir (or one
-    # checkpoint folder), whose checkpoint at the end of epoch ae_stage_epochs stands in
-    # for the stage. Its config must train the AE as this run's stage does
-    # (stages.ae_stage_mismatch), so the run continues bit for bit as if it had trained
-    # the stage itself; only its records of those epochs lack this run's evaluations.
+    # A run that already trained this run's AE stage (a plain AE, or a run with an AE
+    # stage at least as long): its workdir (or one checkpoint folder), whose checkpoint
+    # at the end of epoch ae_stage_epochs stands in for the stage (its AE; the rest of
+    # the state starts as this run's would). Its config must train the AE as this run's
+    # stage does (stages.ae_stage_mismatch), so the run continues bit for bit as if it
+    # had trained the stage itself; its records of those epochs lack their evaluations.
     # experiments/run_report.sh trains cifar10_ae's first 120 epochs once for
     # cifar10_rae and cifar10_raegan this way. Read only when the workdir holds no
     # checkpoint of its own.

@@ -94,10 +94,11 @@ _STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr",
 
 
 def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozenset()) -> list[str]:
-    """Where a plain-AE run ``src`` trains the AE otherwise than ``cfg``'s AE stage does.
+    """Where a run ``src`` trains the AE otherwise than ``cfg``'s AE stage does.
 
     Args:
-      src: the source run's config (family ``ae``).
+      src: the source run's config: a plain AE (family ``ae``), or a run whose own AE
+        stage lasts at least as long as ``cfg``'s.
       cfg: the run whose AE stage it should stand in for.
       n_train: the training images ``cfg`` loaded (``data.train_examples`` may
         differ where both ask for at least every image there is).
@@ -107,6 +108,11 @@ def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozense
       The dotted fields that differ where they must not; empty if the source's
       first ``train.ae_stage_epochs`` epochs are the stage, update for update.
     """
+    if src.model.family != "ae":
+        if src.train.ae_stage_epochs < cfg.train.ae_stage_epochs:
+            return [f"train.ae_stage_epochs (the source's AE stage ends at epoch "
+                    f"{src.train.ae_stage_epochs}, before {cfg.train.ae_stage_epochs})"]
+        src = ae_stage_config(src)  # its stage's epochs train this plain AE
     want = ae_stage_config(cfg)
     out = []
     for f in diff(src, want):

@@ -227,3 +227,22 @@ def test_an_ae_stage_from_another_training_is_one_clear_error(tmp_path, tiny_mni
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
     with pytest.raises(rj.ConfigError, match="ae_stage_from"):
         rj.get_preset("cifar10_ae", {"train.ae_stage_from": str(stage_source)})  # no AE stage
+
+
+def test_a_run_with_a_longer_ae_stage_is_a_source_too(tmp_path, tiny_mnist):
+    """An RAE-GAN's AE stage (2 epochs) stands in for an AE-GAN's (2 epochs): same AE, bit for
+    bit; a source whose stage ends earlier than the run's is refused, naming both epochs."""
+    base = {**TINY, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 2,
+            "train.epochs": 3, "gan.threshold_ema": 0.5}
+    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_aegan", {**base, **o}), wd,  # noqa: E731
+                                           data_dir=str(tiny_mnist), progress=False)
+    run(tmp_path / "src", {"train.keep_epochs": "2"})
+    aegan = {"model.family": "aegan", "model.passes": 1, "gan.r1_weight": 1.0}
+    straight = run(tmp_path / "straight", aegan)
+    shared = run(tmp_path / "shared", {**aegan, "train.ae_stage_from": str(tmp_path / "src")})
+    assert shared["val_recon_loss"] == straight["val_recon_loss"]
+    assert shared["d_fake_acc"] == straight["d_fake_acc"]
+    assert _records(tmp_path / "shared")[2] == _records(tmp_path / "straight")[2]
+    with pytest.raises(rj.ConfigError, match="ends at epoch 2, before 3"):
+        run(tmp_path / "longer", {**aegan, "train.ae_stage_epochs": 3, "train.epochs": 4,
+                                  "train.ae_stage_from": str(tmp_path / "src")})

@@ -325,6 +325,11 @@ def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(t
     cmd = sweep._cmd(spec[1], 0, runs / "game" / "seed0", runs, [])
     assert f"train.init_from={runs / 'stage' / 'seed0' / 'checkpoints' / '8'}" in cmd
     assert "train.init_from_state=true" in cmd
+    # an ae_stage_from entry names its source's run of the same seed, and waits for it
+    stage = {"name": "aegan", "preset": "mnist_aegan", "ae_stage_from": "stage", "seeds": [1]}
+    assert sweep._source(stage) == "stage"
+    assert (f"train.ae_stage_from={runs / 'stage' / 'seed1'}"
+            in sweep._cmd(stage, 1, runs / "aegan" / "seed1", runs, []))
 
 
 def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
