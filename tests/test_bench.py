@@ -19,10 +19,12 @@ def test_report_schedule_counts_what_each_preset_runs():
     # the report's phases: every epoch three specialised sweeps; the offline 8,068 images
     # at the preset's batch 32 (32 test batches: 1,017 images, the last one padded)
     phases = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
+                                             "train.ae_stage_epochs": 0,
                                              "train.eval_every_epochs": 4})
     assert bench.report_schedule(phases, cifar) == {"recon": 20 * 252, "d": 20 * 252,
                                                     "ae": 20 * 252, "eval": 5 * 32}
     at128 = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
+                                            "train.ae_stage_epochs": 0,
                                             "train.eval_every_epochs": 4, "train.batch_size": 128})
     assert bench.report_schedule(at128, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
                                                    "eval": 5 * 8}
@@ -35,17 +37,16 @@ def test_report_schedule_counts_what_each_preset_runs():
 def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     all_six = list(rj.PRESETS)
     offline = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
-    # Offline, cifar10_raegan asks for 20,000 images and cifar10_ae for 10,000: both take the
-    # 8,068 there are, so both recursive presets start from cifar10_ae's run.
-    assert bench.ae_stage_chain(all_six, offline) == {"cifar10_rae": "cifar10_ae",
-                                                      "cifar10_raegan": "cifar10_ae"}
-    # The full CIFAR-10 gives them different images: cifar10_raegan trains its own stage.
+    # Offline, the GAN presets ask for 20,000 images and cifar10_ae for 10,000: both take the
+    # 8,068 there are, so the three presets with an AE stage start from cifar10_ae's run.
+    every = {"cifar10_rae": "cifar10_ae", "cifar10_aegan": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}
+    assert bench.ae_stage_chain(all_six, offline) == every
+    # The full CIFAR-10 gives them different images: the GAN presets train their own stage.
     full = {**offline, "cifar10": (50000, 10000)}
     assert bench.ae_stage_chain(all_six, full) == {"cifar10_rae": "cifar10_ae"}
-    # Only an earlier plain-AE run can be a source, of the same seed and learning rate.
+    # Only an earlier plain-AE run can be a source, training the AE alike.
     assert bench.ae_stage_chain(["cifar10_rae", "cifar10_ae"], offline) == {}
-    assert bench.ae_stage_chain(all_six, offline, {"train.seed": "1"}) == {
-        "cifar10_rae": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}  # every preset the same seed
+    assert bench.ae_stage_chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
     # A chained run's schedule skips the stage's training and its evaluations.
     chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
     assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 252, "eval": 30 * 32}
@@ -76,9 +77,9 @@ def test_report_names_an_unknown_preset_at_once(capsys):
     assert e.value.code == 2 and "unknown preset(s) cifar100_ae" in capsys.readouterr().err
 
 
-def test_run_report_sh_chains_cifar10_rae_and_raegan_to_cifar10_ae(tmp_path):
+def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
     """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
-    stage's epoch, the recursive presets start from it; SHARE_AE_STAGE=0 runs each alone."""
+    stage's epoch, the presets with an AE stage start from it; SHARE_AE_STAGE=0 runs each alone."""
     import os
     import subprocess
     from conftest import REPO
@@ -99,9 +100,9 @@ def test_run_report_sh_chains_cifar10_rae_and_raegan_to_cifar10_ae(tmp_path):
     calls = run()
     assert len(calls) == 6
     assert "train.keep_epochs=120" in calls["cifar10_ae"]
-    for p in ("cifar10_rae", "cifar10_raegan"):
+    for p in ("cifar10_rae", "cifar10_aegan", "cifar10_raegan"):
         assert f"train.ae_stage_from={tmp_path / 'runs' / 'cifar10_ae'}" in calls[p]
     assert not any("ae_stage_from" in calls[p] or "keep_epochs" in calls[p]
-                   for p in ("mnist_ae", "mnist_aegan", "cifar10_aegan"))
+                   for p in ("mnist_ae", "mnist_aegan"))
     alone = run(SHARE_AE_STAGE="0")
     assert not any("ae_stage_from" in c or "keep_epochs" in c for c in alone.values())
