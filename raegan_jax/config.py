@@ -317,7 +317,8 @@ def resolve(cfg: Config) -> Config:
 #   rating them more real than the reals); under the rule D stays in the game, the balance
 #   gap falls from ~0.5 to 0.25-0.34 and the reconstruction is as good (aegan, 3 seeds:
 #   0.578 vs 0.576) or better (raegan, 3 seeds: pass 1 0.592 vs 0.602) (RESULTS §8).
-#   `--set gan.stage_policy=phases train.epochs=20 gan.threshold_on=fake` is the report's schedule.
+#   `--set gan.stage_policy=phases train.epochs=20 gan.threshold_on=fake train.ae_stage_epochs=0
+#   gan.r1_weight=0` is the report's schedule.
 #   Running means (as mnist_aegan) leave their balance where it was at batch 128 (RESULTS §8).
 # - cifar10_raegan: as cifar10_rae, the plain AE first (train.ae_stage_epochs=120, batch 32,
 #   the AE's Adam restarted at the switch), then 30 epochs of the game on running means
