@@ -4,12 +4,12 @@
 # Each preset trains in RUNS_DIR/<preset>; rerunning resumes / continues.
 # EPOCHS_<preset>=N overrides a preset's epochs (e.g. EPOCHS_cifar10_rae=40);
 # SEED=S trains seed S (default 0).
-# cifar10_rae and cifar10_raegan begin with an AE stage (train.ae_stage_epochs) that is,
-# update for update, the first epochs of cifar10_ae (on the offline 8,068 images; the
-# full CIFAR-10 gives cifar10_raegan other images: bench.ae_stage_chain decides). When
-# cifar10_ae runs here first, it keeps the checkpoint of that epoch and they start from it
-# (train.ae_stage_from): the same weights and numbers as training the stage again
-# (tests/test_remedies.py), in ~25 min less.
+# cifar10_rae, cifar10_aegan and cifar10_raegan begin with an AE stage (train.ae_stage_epochs)
+# that is, update for update, the first 120 epochs of cifar10_ae (on the offline 8,068
+# images; the full CIFAR-10 gives the GAN presets other images: bench.ae_stage_chain
+# decides). When cifar10_ae runs here first, it keeps the checkpoint of that epoch and they
+# start from it (train.ae_stage_from): the same weights and numbers as training the stage
+# again (tests/test_remedies.py), in ~38 min less (benchmarks/RESULTS.md).
 # SHARE_AE_STAGE=0 trains each preset on its own.
 set -uo pipefail
 runs=${1:-runs}; shift || true
@@ -23,17 +23,10 @@ if [[ "${SHARE_AE_STAGE:-1}" == 1 ]]; then
   # "SOURCE K name ...": the plain-AE preset, its epochs to keep, the presets chained to it.
   read -r source keep names < <(python - "${presets[@]}" <<'PY'
 import sys
-from raegan_jax import data
-from raegan_jax.bench import ae_stage_chain
+from raegan_jax.bench import ae_stage_chain, available_splits
 from raegan_jax.config import get_preset
 names = sys.argv[1:]
-sizes = {}
-for n in names:
-    try:
-        sizes.setdefault(get_preset(n).data.dataset, data.split_sizes(get_preset(n)))
-    except data.DataError:
-        sizes.setdefault(get_preset(n).data.dataset, (0, 0))
-chain = ae_stage_chain(names, sizes)
+chain = ae_stage_chain(names, available_splits(names, log=lambda msg: None))
 src = sorted(set(chain.values()))
 if len(src) == 1:
     print(src[0], ",".join(sorted({str(get_preset(n).train.ae_stage_epochs) for n in chain})), *chain)

@@ -296,6 +296,22 @@ class EvalRunner:
 FALLBACK_SPLITS = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
 
 
+def available_splits(presets, overrides=None, data_dir=None,
+                     log: Callable[[str], None] = print) -> dict[str, tuple[int, int]]:
+    """Dataset -> (train, test) images on disk, for the datasets of ``presets``
+    (:data:`FALLBACK_SPLITS`, said through ``log``, where there is no data)."""
+    sizes = {}
+    for name in presets:
+        cfg = get_preset(name, overrides)
+        if cfg.data.dataset not in sizes:
+            try:
+                sizes[cfg.data.dataset] = data_lib.split_sizes(cfg, data_dir)
+            except data_lib.DataError as e:  # no data here: the standard sizes
+                log(f"{cfg.data.dataset}: {e}; taking {FALLBACK_SPLITS[cfg.data.dataset]} images")
+                sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
+    return sizes
+
+
 def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=None) -> dict[str, str]:
     """Which presets, run in this order, can take their AE stage from an earlier plain-AE
     preset's run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
@@ -372,15 +388,8 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
     Checkpointing, data loading and figures are not counted; compile time is, once per
     program. Returns one row per (preset, program) and one ``"total"`` row per preset.
     """
-    rows, sizes = [], {}
-    for name in presets:
-        cfg = get_preset(name, overrides)
-        if cfg.data.dataset not in sizes:
-            try:
-                sizes[cfg.data.dataset] = data_lib.split_sizes(cfg, data_dir)
-            except data_lib.DataError as e:  # no data here: cost the standard sizes
-                log(f"{cfg.data.dataset}: {e}; costing {FALLBACK_SPLITS[cfg.data.dataset]} images")
-                sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
+    rows = []
+    sizes = available_splits(presets, overrides, data_dir, log)
     chain = ae_stage_chain(presets, sizes, overrides) if chained else {}
     for name in presets:
         cfg = get_preset(name, {**(overrides or {}),

@@ -119,7 +119,7 @@ class TrainConfig:
     # stage does (stages.ae_stage_mismatch), so the run continues bit for bit as if it
     # had trained the stage itself; its records of those epochs lack their evaluations.
     # experiments/run_report.sh trains cifar10_ae's first 120 epochs once for
-    # cifar10_rae and cifar10_raegan this way. Read only when the workdir holds no
+    # cifar10_rae, cifar10_aegan and cifar10_raegan this way. Read only when the workdir holds no
     # checkpoint of its own.
     ae_stage_from: str = ""
     # Log per-layer gradient norms, dead-ReLU fractions and output statistics

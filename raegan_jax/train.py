@@ -522,14 +522,14 @@ def _branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
 
 def _ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, spe: int,
                    n_train: int) -> TrainState:
-    """Stands a plain-AE run's checkpoint in for this run's AE stage (``train.ae_stage_from``).
+    """Stands another run's checkpoint in for this run's AE stage (``train.ae_stage_from``).
 
     The AE stage trains only the AE (its parameters, Adam state and weight
     average) with the plain AE's step; everything else in the state stays as
     initialised. So the state at the stage's end is the fresh ``state`` with the
     source's AE parts and step count, and the flag the stage leaves
     (reconstruction). The source's records of those epochs are copied into
-    ``metrics.jsonl`` without their evaluations (they evaluated one pass, without D).
+    ``metrics.jsonl`` without their evaluations (those evaluated the source's model).
 
     Args:
       cfg: this run's config; ``state``: its fresh train state.
@@ -557,8 +557,7 @@ def _ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, 
         raise ConfigError(f"train.ae_stage_from {src}: its epoch {k} ended at step "
                           f"{int(to_host(src_state.step))}, this run's would at {k * spe} "
                           f"(other training images?)")
-    if state.ae_ema is not None and src_state.ae_ema is None:  # caught above: ae_ema differs
-        raise ConfigError(f"train.ae_stage_from {src}: it keeps no weight average")
+    # A weight average of this run's is the source's (ae_stage_mismatch: the same decay).
     state = state.replace(
         step=src_state.step, stage=jnp.asarray(STAGE_RECON, jnp.int32),
         ae_params=src_state.ae_params, ae_opt_state=src_state.ae_opt_state,
