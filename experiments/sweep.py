@@ -46,6 +46,7 @@ import numpy as np
 from raegan_jax import figures
 from raegan_jax.figures import train_recon_loss
 from raegan_jax.losses import balance_gap
+from raegan_jax.workdir import read_records
 
 # A run is on the mean-image plateau while its reconstruction loss stays near
 # that of one constant image for every input (measured: CIFAR-10 BCE 0.691,
@@ -85,9 +86,9 @@ def branch_checkpoint(src: pathlib.Path, epoch: int) -> pathlib.Path:
     Raises:
       FileNotFoundError: naming the run and epoch, if that checkpoint is not there.
     """
-    step = sum(r["steps"] for r in _records(src) if r["epoch"] <= epoch)
+    step = sum(r["steps"] for r in read_records(src) if r["epoch"] <= epoch)
     path = src / "checkpoints" / str(step)
-    if not any(r["epoch"] == epoch for r in _records(src)) or not path.is_dir():
+    if not any(r["epoch"] == epoch for r in read_records(src)) or not path.is_dir():
         raise FileNotFoundError(f"branch_from: {src} has no checkpoint of epoch {epoch} "
                                 f"(looked for {path})")
     return path
@@ -148,9 +149,6 @@ def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
     return 1 if failures else 0
 
 
-def _records(wd: pathlib.Path) -> list[dict]:
-    path = wd / "metrics.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
 
 def plateau_exit_step(recs: list[dict], loss: str) -> int | None:
@@ -171,7 +169,7 @@ def _final(wd: pathlib.Path) -> dict | None:
     None for a run that did not finish its epochs."""
     if (wd / "summary.json").exists():
         return json.loads((wd / "summary.json").read_text())
-    recs = _records(wd)
+    recs = read_records(wd)
     if not recs or not (wd / "config.json").exists():
         return None
     cfg = json.loads((wd / "config.json").read_text())
@@ -199,7 +197,7 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                 continue
             cfg = json.loads((wd / "config.json").read_text())
             loss = cfg["train"]["recon_loss"]
-            recs = _records(wd)
+            recs = read_records(wd)
             seeds.append({"seed": s, "summary": summ, "loss": loss,
                           "plateau_exit_step": plateau_exit_step(recs, loss),
                           "on_plateau_at_end": max(summ["val_recon_loss"]) >= PLATEAU_EXIT[loss],
@@ -281,7 +279,7 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
     for e in spec:
         for s in e.get("seeds", [0]):
             wd = runs / e["name"] / f"seed{s}"
-            recs = _records(wd)
+            recs = read_records(wd)
             evals = [r for r in recs if "val/recon_loss" in r]
             if not evals:
                 continue

@@ -48,7 +48,7 @@ from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae
 from raegan_jax.state import STAGE_RECON, TrainState, create_train_state, eval_params, restart_ae_optimizer
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (RESUMABLE_FIELDS, WorkdirError, WorkdirLock, append_record,
-                                check_config, config_mismatch, read_history)
+                                check_config, config_mismatch, read_history, read_records)
 
 # Step counts (summed, not averaged) and the names they are logged under.
 _COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
@@ -572,10 +572,10 @@ def _copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
     """Starts ``workdir/metrics.jsonl`` with the records of epochs 1..``epoch`` of the run
     that wrote ``checkpoint`` (``<its workdir>/checkpoints/<step>``), their fields that
     ``keep`` accepts."""
-    src = checkpoint.parent.parent / "metrics.jsonl"
-    if _is_main() and src.exists():
-        recs = [json.loads(l) for l in src.read_text().splitlines() if l.strip()]
-        recs = [{k: v for k, v in r.items() if keep(k)} for r in recs if r["epoch"] <= epoch]
+    src = checkpoint.parent.parent
+    if _is_main() and (src / "metrics.jsonl").exists():  # the source may still be training
+        recs = [{k: v for k, v in r.items() if keep(k)} for r in read_records(src)
+                if r["epoch"] <= epoch]
         (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 

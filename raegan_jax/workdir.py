@@ -106,20 +106,33 @@ def config_mismatch(old: Config, cfg: Config) -> str | None:
     return f"other settings ({', '.join(changed)})" if changed else None
 
 
+def read_records(workdir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of ``<workdir>/metrics.jsonl`` (none if it is missing).
+
+    Only complete lines count: another process may be appending to the file (a run
+    reading the records of a source that still trains), and a kill mid-write leaves
+    a partial last line.
+    """
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(l) for l in text[:text.rfind("\n") + 1].splitlines() if l.strip()]
+
+
 def read_history(workdir: pathlib.Path, upto_epoch: int, rewrite: bool) -> list[dict]:
     """Per-epoch records already written, up to the resumed epoch (later ones are redone).
 
     Args:
       workdir: the run's workdir.
       upto_epoch: the number of epochs the resumed checkpoint completed.
-      rewrite: drop the later records from ``metrics.jsonl`` too (process 0).
+      rewrite: drop the later records (and a partial last line) from
+        ``metrics.jsonl`` too (process 0).
     """
     path = workdir / "metrics.jsonl"
     if not path.exists():
         return []
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    recs = read_records(workdir)
     keep = [r for r in recs if r["epoch"] <= upto_epoch]
-    if len(keep) != len(recs) and rewrite:
+    if rewrite and (len(keep) != len(recs) or not path.read_text().endswith("\n")):
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
     return keep
 

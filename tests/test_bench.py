@@ -77,32 +77,116 @@ def test_report_names_an_unknown_preset_at_once(capsys):
     assert e.value.code == 2 and "unknown preset(s) cifar100_ae" in capsys.readouterr().err
 
 
-def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
-    """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
-    stage's epoch, the presets with an AE stage start from it; SHARE_AE_STAGE=0 runs each alone."""
+# A stand-in for `raegan train` that records what it was asked to do instead of training:
+# a run that keeps an epoch (the source of AE stages) writes the records of 121 epochs,
+# slowly past the 120th; a run started from a source checks that the source recorded an
+# epoch past 120 (exit 3 if not); every run logs its start and end to <runs>/timeline.
+FAKE_RAEGAN = """#!{python}
+import json, os, pathlib, signal, sys, time
+args = sys.argv[1:]
+sets = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--set")
+wd = pathlib.Path(args[args.index("--workdir") + 1])
+wd.mkdir(parents=True, exist_ok=True)
+print("ARGS", " ".join(args), flush=True)
+timeline = wd.parent / "timeline"
+with open(timeline, "a") as f:
+    f.write(f"start {{wd.name}} {{time.time()}} {{os.getpid()}}\\n")
+def stop(signum, frame):
+    (wd / f"stopped_by_{{signum}}").write_text("")
+    sys.exit(75)
+signal.signal(signal.SIGTERM, stop)
+if "train.ae_stage_from" in sets:
+    src = pathlib.Path(sets["train.ae_stage_from"]) / "metrics.jsonl"
+    if not any(json.loads(l)["epoch"] > 120 for l in src.read_text().splitlines()):
+        sys.exit(3)
+with open(wd / "metrics.jsonl", "w") as f:
+    for e in range(1, 122 if "train.keep_epochs" in sets else 2):
+        f.write(json.dumps({{"epoch": e}}) + "\\n")
+        f.flush()
+        time.sleep(float(os.environ.get("FAKE_SLOW", "0")) if e >= 119 else 0)
+time.sleep(float(os.environ.get("FAKE_HOLD_" + wd.name, os.environ.get("FAKE_HOLD", "0"))))
+with open(timeline, "a") as f:
+    f.write(f"end {{wd.name}} {{time.time()}}\\n")
+sys.exit(int(os.environ.get("FAKE_RC_" + wd.name, "0")))
+"""
+
+
+def _run_report(tmp_path, wait=True, **env):
+    """Runs experiments/run_report.sh with the fake `raegan`; returns (process, its stdout,
+    {preset: the command it ran})."""
     import os
     import subprocess
+    import sys
     from conftest import REPO
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "raegan"  # records its arguments instead of training
-    fake.write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    fake = bin_dir / "raegan"
+    fake.write_text(FAKE_RAEGAN.format(python=sys.executable))
     fake.chmod(0o755)
+    proc = subprocess.Popen(["bash", str(REPO / "experiments" / "run_report.sh"),
+                             str(tmp_path / "runs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                 "PYTHONPATH": str(REPO), **env})
+    if not wait:
+        return proc, None, None
+    out, err = proc.communicate(timeout=300)
+    calls = {l.split()[1]: l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("=== ")}
+    return proc, out + err, calls
 
-    def run(**env):
-        out = subprocess.run(["bash", str(REPO / "experiments" / "run_report.sh"), str(tmp_path / "runs")],
-                             capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                  "PYTHONPATH": str(REPO), **env})
-        assert out.returncode == 0, out.stderr
-        return {l.split()[3]: l for l in out.stdout.splitlines() if l.startswith("ARGS")}
 
-    calls = run()
+def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
+    """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
+    stage's epoch, the presets with an AE stage start from it once it has trained past it;
+    SHARE_AE_STAGE=0 runs each alone."""
+    proc, out, calls = _run_report(tmp_path, JOBS="1", FAKE_SLOW="0.3")
+    assert proc.returncode == 0, out
     assert len(calls) == 6
     assert "train.keep_epochs=120" in calls["cifar10_ae"]
     for p in ("cifar10_rae", "cifar10_aegan", "cifar10_raegan"):
         assert f"train.ae_stage_from={tmp_path / 'runs' / 'cifar10_ae'}" in calls[p]
     assert not any("ae_stage_from" in calls[p] or "keep_epochs" in calls[p]
                    for p in ("mnist_ae", "mnist_aegan"))
-    alone = run(SHARE_AE_STAGE="0")
+    # one at a time: cifar10_ae first (the others wait for it), the longest chained run next
+    order = [l.split()[1] for l in out.splitlines() if l.startswith("=== ")]
+    assert order == ["cifar10_ae", "mnist_ae", "mnist_aegan", "cifar10_raegan", "cifar10_rae",
+                     "cifar10_aegan"]
+    assert "taskset" not in out
+    alone = _run_report(tmp_path / "alone", SHARE_AE_STAGE="0", JOBS="1")[2]
     assert not any("ae_stage_from" in c or "keep_epochs" in c for c in alone.values())
+
+
+def test_run_report_trains_two_presets_at_a_time_and_starts_the_chained_ones_early(tmp_path):
+    """JOBS=2: two runs at once, each pinned to its own CPUs where there are two; a chained
+    run starts once cifar10_ae has recorded epoch 121, before cifar10_ae ends."""
+    import os
+    proc, out, calls = _run_report(tmp_path, JOBS="2", FAKE_SLOW="0.5", FAKE_HOLD_cifar10_ae="8")
+    assert proc.returncode == 0, out  # exit 3 from a chained run that started too early
+    events = [l.split() for l in (tmp_path / "runs" / "timeline").read_text().splitlines()]
+    t = {(e[0], e[1]): float(e[2]) for e in events}
+    assert t["start", "mnist_ae"] < t["end", "cifar10_ae"]  # side by side
+    assert min(t["start", p] for p in ("cifar10_rae", "cifar10_aegan", "cifar10_raegan")) \
+        < t["end", "cifar10_ae"]  # after its epoch 121, during its last 8 s
+    if len(os.sched_getaffinity(0)) >= 2:
+        cpus = {c.split()[2] for c in calls.values()}
+        assert all(c.startswith("taskset -c") for c in calls.values()) and len(cpus) == 2
+
+
+def test_run_report_passes_a_stop_on_and_reports_failures(tmp_path):
+    """SIGTERM to the script reaches the running run once (it checkpoints and stops), and
+    the script ends saying what did not run; a failed run makes it exit non-zero."""
+    import signal
+    import time
+    proc, _, _ = _run_report(tmp_path, wait=False, JOBS="1", FAKE_HOLD="60")
+    timeline = tmp_path / "runs" / "timeline"
+    for _ in range(300):
+        if timeline.exists() and "cifar10_ae" in timeline.read_text():
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert (tmp_path / "runs" / "cifar10_ae" / "stopped_by_15").exists()
+    assert "not run: mnist_ae" in out and "=== mnist_ae" not in out
+    proc, out, _ = _run_report(tmp_path / "again", JOBS="1", FAKE_RC_mnist_ae="2")
+    assert proc.returncode == 1 and "FAILED: mnist_ae" in out and "mnist_aegan: ok" in out

@@ -1,0 +1,194 @@
+"""Reruns every experiment of the report (SPEC §5) on the real offline data, one seed.
+
+    bash experiments/run_report.sh [RUNS_DIR] [PRESET ...]   (default ./runs, all six)
+
+Each preset trains in ``RUNS_DIR/<preset>`` (its output in ``RUNS_DIR/<preset>.log``);
+rerunning resumes unfinished runs from their checkpoints and skips finished ones.
+Environment: ``SEED=S`` trains seed S (default 0); ``EPOCHS_<preset>=N`` overrides a
+preset's epochs; ``JOBS=N`` trains N presets at a time; ``SHARE_AE_STAGE=0`` trains each
+preset's AE stage itself.
+
+**The AE stage is trained once.** ``cifar10_rae``, ``cifar10_aegan`` and ``cifar10_raegan``
+begin with an AE stage (``train.ae_stage_epochs``) that is, update for update, the first
+120 epochs of ``cifar10_ae`` on the offline 8,068 images (the full CIFAR-10 gives the GAN
+presets other images: :func:`raegan_jax.bench.ae_stage_chain` decides). ``cifar10_ae`` keeps
+the checkpoint of that epoch (``train.keep_epochs``) and the others start from it
+(``train.ae_stage_from``) as soon as ``cifar10_ae`` has trained past it: the same weights
+and numbers as training the stage again (tests/test_remedies.py).
+
+**Two presets at a time, one core each** (``JOBS``, default 2 on a machine with two or more
+CPUs and no accelerator). XLA:CPU keeps ~1.35 of 2 cores busy with one of these small
+models (batch 32), so two runs pinned to one core each (``taskset``) train ~1.3x as many
+images per second between them as one run on both (benchmarks/RESULTS.md). A run's
+floating-point reductions depend on how many threads it has, so its numbers differ from a
+two-thread run's in the last digits; ``JOBS=1`` runs one preset at a time on every core.
+
+SIGINT/SIGTERM are passed on to the runs, which save a mid-epoch checkpoint and stop; the
+same command then resumes them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from raegan_jax.bench import ae_stage_chain, available_splits
+from raegan_jax.config import get_preset
+from raegan_jax.workdir import read_records
+
+PRESETS = ("mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan",
+           "cifar10_raegan")
+POLL_S = 2.0  # how often a worker with nothing to start looks again
+
+
+def default_jobs(cpus: list[int]) -> int:
+    """2 where there are two or more CPUs and no GPU/TPU (which two runs would share), else 1."""
+    dev = pathlib.Path("/dev")
+    accelerator = any(dev.glob("nvidia[0-9]*")) or any(dev.glob("accel[0-9]*"))
+    return 2 if len(cpus) >= 2 and not accelerator else 1
+
+
+def cpu_groups(cpus: list[int], jobs: int) -> list[list[int]] | None:
+    """``cpus`` split into ``jobs`` contiguous groups of near-equal size, one per worker;
+    None (no pinning) for one job, fewer CPUs than jobs, or no ``taskset`` here."""
+    if jobs < 2 or len(cpus) < jobs or not shutil.which("taskset"):
+        return None
+    cuts = [round(i * len(cpus) / jobs) for i in range(jobs + 1)]
+    return [cpus[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def plan(presets: list[str], share: bool) -> tuple[dict[str, str], dict[str, int]]:
+    """Which presets take their AE stage from which, and the epochs each source keeps.
+
+    Returns:
+      ``({preset: source preset}, {source: epoch to keep})``; empty when ``share`` is off.
+    """
+    if not share:
+        return {}, {}
+    chain = ae_stage_chain(presets, available_splits(presets, log=lambda msg: None))
+    keep = {src: get_preset(name).train.ae_stage_epochs for name, src in chain.items()}
+    return chain, keep
+
+
+def order(presets: list[str], chain: dict[str, str]) -> list[str]:
+    """The order workers take presets in: the sources of AE stages first (the chained ones
+    wait for them), then the others as given, then the chained ones, those with the most
+    image-passes left after their stage first (so the longest does not run last alone)."""
+    def work(name: str) -> int:
+        cfg = get_preset(name)
+        return (cfg.train.epochs - cfg.train.ae_stage_epochs) * cfg.model.passes * (
+            1 + cfg.is_gan)
+    sources = [p for p in presets if p in set(chain.values())]
+    rest = [p for p in presets if p not in sources and p not in chain]
+    return sources + rest + sorted((p for p in presets if p in chain), key=work, reverse=True)
+
+
+def stage_ready(source: pathlib.Path, epoch: int, source_ended: bool) -> bool:
+    """Whether a run may start from ``source``'s checkpoint of ``epoch``: the source has
+    recorded a later epoch (so that checkpoint is complete) or has stopped."""
+    return source_ended or any(r["epoch"] > epoch for r in read_records(source))
+
+
+def command(preset: str, runs: pathlib.Path, chain: dict[str, str], keep: dict[str, int],
+            env: dict[str, str]) -> list[str]:
+    """The ``raegan train`` command of ``preset`` (seed, epochs and stage sharing set)."""
+    cmd = ["raegan", "train", "--preset", preset, "--workdir", str(runs / preset),
+           "--no-progress", "--set", f"train.seed={env.get('SEED', '0')}"]
+    if env.get(f"EPOCHS_{preset}"):
+        cmd += ["--set", f"train.epochs={env[f'EPOCHS_{preset}']}"]
+    if preset in keep:
+        cmd += ["--set", f"train.keep_epochs={keep[preset]}"]
+    if preset in chain:
+        cmd += ["--set", f"train.ae_stage_from={runs / chain[preset]}"]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    runs = pathlib.Path(argv[0] if argv else "runs")
+    presets = list(argv[1:]) or list(PRESETS)
+    env = dict(os.environ)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    jobs = int(env.get("JOBS") or default_jobs(cpus))
+    if jobs < 1:
+        raise SystemExit(f"JOBS={jobs}: must be at least 1")
+    runs.mkdir(parents=True, exist_ok=True)
+    chain, keep = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1")
+    todo = order(presets, chain)
+    groups = cpu_groups(cpus, jobs)
+    commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
+                             "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}; {jobs} at a time"
+          + (f", pinned to CPUs {groups}" if groups else "")
+          + (f"; AE stages from {chain}" if chain else ""), flush=True)
+
+    lock = threading.Lock()
+    ended: set[str] = set()
+    failed: list[str] = []
+    procs: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def take() -> str | None:
+        """The first preset of ``todo`` that may start now (None: nothing left to take)."""
+        while not stopping.is_set():
+            with lock:
+                if not todo:
+                    return None
+                for p in todo:
+                    if p not in chain or stage_ready(runs / chain[p], keep[chain[p]],
+                                                     chain[p] in ended):
+                        todo.remove(p)
+                        return p
+            time.sleep(POLL_S)
+        return None
+
+    def worker(i: int) -> None:
+        while (preset := take()) is not None:
+            cmd = command(preset, runs, chain, keep, env)
+            if groups:
+                cmd = ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd
+            print(f"=== {preset} {time.strftime('%FT%TZ', time.gmtime())}: {' '.join(cmd)}",
+                  flush=True)
+            t = time.time()
+            with open(runs / f"{preset}.log", "a") as log, lock:
+                # Its own session: a terminal's Ctrl-C reaches it once, through forward().
+                procs[preset] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
+            rc = procs[preset].wait()
+            with lock:
+                ended.add(preset)
+                if rc:
+                    failed.append(preset)
+            print(f"--- {preset}: {'ok' if rc == 0 else f'FAILED rc={rc}'}, wall "
+                  f"{time.time() - t:.0f} s (log {runs / f'{preset}.log'})", flush=True)
+
+    def forward(signum, frame):  # the runs checkpoint mid-epoch and stop; rerun resumes
+        stopping.set()
+        with lock:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    start = time.time()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(jobs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    left = [p for p in presets if p not in ended]
+    print(f"whole report: {time.time() - start:.0f} s"
+          + (f"; FAILED: {' '.join(failed)}" if failed else "")
+          + (f"; not run: {' '.join(left)}" if left else ""), flush=True)
+    return 1 if failed or left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
