@@ -135,6 +135,19 @@ def _run_report(tmp_path, wait=True, **env):
     return proc, out + err, calls
 
 
+def test_run_report_splits_the_cpus_between_its_workers(monkeypatch):
+    from test_train import _experiment_script
+    rr = _experiment_script("run_report")
+    monkeypatch.setattr(rr.shutil, "which", lambda name: "/usr/bin/taskset")
+    assert rr.cpu_groups([0, 1], 2) == [[0], [1]]
+    assert rr.cpu_groups(list(range(16)), 2) == [list(range(8)), list(range(8, 16))]
+    assert rr.cpu_groups([0, 1, 2], 2) == [[0, 1], [2]]
+    assert rr.cpu_groups([0, 1, 2, 3], 1) is None and rr.cpu_groups([3], 2) is None
+    monkeypatch.setattr(rr.shutil, "which", lambda name: None)  # no taskset: unpinned
+    assert rr.cpu_groups([0, 1], 2) is None
+    assert rr.default_jobs([0]) == 1
+
+
 def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
     """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
     stage's epoch, the presets with an AE stage start from it once it has trained past it;

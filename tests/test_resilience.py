@@ -16,7 +16,7 @@ import pytest
 import raegan_jax as rj
 from raegan_jax.checkpoint import Checkpointer
 from raegan_jax.train import train_and_evaluate
-from raegan_jax.workdir import WorkdirError, WorkdirLock
+from raegan_jax.workdir import WorkdirError, WorkdirLock, read_history, read_records
 from conftest import REPO, TINY, xla_flags
 from test_train import cfg_for, final_state, read_metrics, strip_timing
 
@@ -161,6 +161,19 @@ def run_processes(workdir, n, sets, data, kill_after_checkpoint=False):
         for p in procs:
             p.kill()
     return procs, outs
+
+
+def test_records_being_written_are_read_up_to_the_last_complete_line(tmp_path):
+    """A run reading a source that still trains (train.ae_stage_from) may meet a record half
+    written, as may a rerun after a kill mid-write: only complete lines count, and the
+    resumed run drops the partial one before it appends."""
+    lines = [json.dumps({"epoch": e, "steps": 3}) for e in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[2][:9].replace("3", "4"))
+    assert [r["epoch"] for r in read_records(tmp_path)] == [1, 2, 3]
+    assert [r["epoch"] for r in read_history(tmp_path, 2, rewrite=False)] == [1, 2]
+    assert [r["epoch"] for r in read_history(tmp_path, 3, rewrite=True)] == [1, 2, 3]
+    assert (tmp_path / "metrics.jsonl").read_text() == "\n".join(lines) + "\n"
+    assert read_records(tmp_path / "nothing_here") == []
 
 
 def test_two_processes_train_what_one_process_trains_and_resume_after_kill(tmp_path, tiny_mnist):
