@@ -571,11 +571,11 @@ def _copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
                   keep=lambda key: True) -> None:
     """Starts ``workdir/metrics.jsonl`` with the records of epochs 1..``epoch`` of the run
     that wrote ``checkpoint`` (``<its workdir>/checkpoints/<step>``), their fields that
-    ``keep`` accepts."""
+    ``keep`` accepts, each marked ``copied_from`` that run (its speed is not this run's)."""
     src = checkpoint.parent.parent
     if _is_main() and (src / "metrics.jsonl").exists():  # the source may still be training
-        recs = [{k: v for k, v in r.items() if keep(k)} for r in read_records(src)
-                if r["epoch"] <= epoch]
+        recs = [{**{k: v for k, v in r.items() if keep(k)}, "copied_from": str(src)}
+                for r in read_records(src) if r["epoch"] <= epoch]
         (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
@@ -608,7 +608,8 @@ def _postfix(rec: dict) -> str:
 
 def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
              steps: int) -> dict:
-    speeds = [h["images_per_sec"] for h in history[1:]] or [h["images_per_sec"] for h in history]
+    own = [h["images_per_sec"] for h in history if "copied_from" not in h]
+    speeds = own[1:] or own  # the first epoch this run trained includes its compilation
     out = {
         "preset": cfg.preset,
         "family": cfg.model.family,

@@ -150,7 +150,9 @@ def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tin
                                        "train.init_from_state": True})
     assert branch["val_recon_loss"] == straight["val_recon_loss"]
     assert branch["d_fake_acc"] == straight["d_fake_acc"]
-    assert _records(tmp_path / "branch") == _records(tmp_path / "straight")  # epoch 1 copied
+    branch_recs = _records(tmp_path / "branch")
+    assert branch_recs[0].pop("copied_from") == str(tmp_path / "src")  # epoch 1 copied
+    assert branch_recs == _records(tmp_path / "straight")
     assert any(r.get("train/d_learns/d_r1", 0) > 0 for r in _records(tmp_path / "branch"))
     # The source's own epoch 2 (no penalty) is not what the branch trained.
     assert _records(tmp_path / "src")[1] != _records(tmp_path / "branch")[1]
@@ -207,7 +209,10 @@ def test_an_ae_run_stands_in_for_the_ae_stage_bit_for_bit(tmp_path, tiny_mnist, 
     assert mine[2] == theirs[2]  # the family's own epoch, every logged number
     for m, t in zip(mine[:2], theirs[:2]):  # the stage's epochs: the source's training records
         assert not any(k.startswith("val/") for k in m)
-        assert m == {k: v for k, v in t.items() if not k.startswith("val/")}
+        assert m == {**{k: v for k, v in t.items() if not k.startswith("val/")},
+                     "copied_from": str(stage_source)}
+    from raegan_jax.workdir import read_records  # its own epoch's speed only, not the source's
+    assert shared["images_per_sec"] == read_records(tmp_path / "shared")[2]["images_per_sec"]
     if family == "raegan":  # D's accuracy figure plots the epochs that were evaluated
         assert (tmp_path / "shared" / "d_accuracy.png").stat().st_size > 0
 
