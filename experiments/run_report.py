@@ -5,8 +5,8 @@
 Each preset trains in ``RUNS_DIR/<preset>`` (its output in ``RUNS_DIR/<preset>.log``);
 rerunning resumes unfinished runs from their checkpoints and skips finished ones.
 Environment: ``SEED=S`` trains seed S (default 0); ``EPOCHS_<preset>=N`` overrides a
-preset's epochs; ``JOBS=N`` trains N presets at a time; ``SHARE_AE_STAGE=0`` trains each
-preset's AE stage itself.
+preset's epochs; ``JOBS=N`` trains N presets at a time (``PIN_CPUS=1``: each on its share of
+the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself.
 
 **The AE stage is trained once.** ``cifar10_rae``, ``cifar10_aegan`` and ``cifar10_raegan``
 begin with an AE stage (``train.ae_stage_epochs``) that is, update for update, the first
@@ -16,12 +16,15 @@ the checkpoint of that epoch (``train.keep_epochs``) and the others start from i
 (``train.ae_stage_from``) as soon as ``cifar10_ae`` has trained past it: the same weights
 and numbers as training the stage again (tests/test_remedies.py).
 
-**Two presets at a time, one core each** (``JOBS``, default 2 on a machine with two or more
-CPUs and no accelerator). XLA:CPU keeps ~1.35 of 2 cores busy with one of these small
-models (batch 32), so two runs pinned to one core each (``taskset``) train ~1.3x as many
-images per second between them as one run on both (benchmarks/RESULTS.md). A run's
-floating-point reductions depend on how many threads it has, so its numbers differ from a
-two-thread run's in the last digits; ``JOBS=1`` runs one preset at a time on every core.
+**Two presets at a time** (``JOBS``, default 2 on a machine with two or more CPUs and no
+accelerator). XLA:CPU keeps ~1.35 of 2 cores busy with one of these small CIFAR-10 models
+(batch 32), so two runs side by side train more images per second between them than one
+run alone (benchmarks/RESULTS.md: two 3-epoch ``cifar10_ae`` runs at once took 84-87 s
+against 66 s for one alone, 1.5x the throughput). Each run keeps its own two-thread pool,
+so it computes exactly what it computes alone. ``PIN_CPUS=1`` pins each worker to its share
+of the CPUs (``taskset``) instead: no faster there, and a run with fewer threads rounds
+its reductions otherwise (other numbers in the last digits). ``JOBS=1`` runs one preset at
+a time.
 
 SIGINT/SIGTERM are passed on to the runs, which save a mid-epoch checkpoint and stop; the
 same command then resumes them exactly.
@@ -55,8 +58,8 @@ def default_jobs(cpus: list[int]) -> int:
 
 
 def cpu_groups(cpus: list[int], jobs: int) -> list[list[int]] | None:
-    """``cpus`` split into ``jobs`` contiguous groups of near-equal size, one per worker;
-    None (no pinning) for one job, fewer CPUs than jobs, or no ``taskset`` here."""
+    """``cpus`` split into ``jobs`` contiguous groups of near-equal size, one per worker
+    (``PIN_CPUS=1``); None (no pinning) for one job, fewer CPUs than jobs, or no ``taskset``."""
     if jobs < 2 or len(cpus) < jobs or not shutil.which("taskset"):
         return None
     cuts = [round(i * len(cpus) / jobs) for i in range(jobs + 1)]
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.mkdir(parents=True, exist_ok=True)
     chain, keep = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1")
     todo = order(presets, chain)
-    groups = cpu_groups(cpus, jobs)
+    groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None
     commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
                              "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"commit {commit}; {jobs} at a time"

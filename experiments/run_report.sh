@@ -4,8 +4,8 @@
 # Each preset trains in RUNS_DIR/<preset> (its output in RUNS_DIR/<preset>.log); rerunning
 # resumes / continues. SEED=S trains seed S (default 0); EPOCHS_<preset>=N overrides a
 # preset's epochs (e.g. EPOCHS_cifar10_rae=40); JOBS=N trains N presets at a time (default
-# 2 on a CPU-only machine with 2+ cores, each pinned to its share of the cores; JOBS=1: one
-# after the other on every core); SHARE_AE_STAGE=0 trains each preset's AE stage itself
+# 2 on a CPU-only machine with 2+ cores; JOBS=1: one after the other; PIN_CPUS=1 pins each
+# to its share of the cores); SHARE_AE_STAGE=0 trains each preset's AE stage itself
 # instead of starting cifar10_rae/aegan/raegan from cifar10_ae's run. experiments/run_report.py
 # says why and how.
 exec python "$(dirname "$0")/run_report.py" "$@"

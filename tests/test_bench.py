@@ -165,15 +165,17 @@ def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
     assert order == ["cifar10_ae", "mnist_ae", "mnist_aegan", "cifar10_raegan", "cifar10_rae",
                      "cifar10_aegan"]
     assert "taskset" not in out
-    alone = _run_report(tmp_path / "alone", SHARE_AE_STAGE="0", JOBS="1")[2]
+    alone = _run_report(tmp_path / "alone", SHARE_AE_STAGE="0", JOBS="2")[2]  # unpinned
+    assert not any("taskset" in c for c in alone.values())
     assert not any("ae_stage_from" in c or "keep_epochs" in c for c in alone.values())
 
 
 def test_run_report_trains_two_presets_at_a_time_and_starts_the_chained_ones_early(tmp_path):
-    """JOBS=2: two runs at once, each pinned to its own CPUs where there are two; a chained
-    run starts once cifar10_ae has recorded epoch 121, before cifar10_ae ends."""
+    """JOBS=2: two runs at once (PIN_CPUS=1: each on its own CPUs, where there are two); a
+    chained run starts once cifar10_ae has recorded epoch 121, before cifar10_ae ends."""
     import os
-    proc, out, calls = _run_report(tmp_path, JOBS="2", FAKE_SLOW="0.5", FAKE_HOLD_cifar10_ae="8")
+    proc, out, calls = _run_report(tmp_path, JOBS="2", PIN_CPUS="1", FAKE_SLOW="0.5",
+                                   FAKE_HOLD_cifar10_ae="8")
     assert proc.returncode == 0, out  # exit 3 from a chained run that started too early
     events = [l.split() for l in (tmp_path / "runs" / "timeline").read_text().splitlines()]
     t = {(e[0], e[1]): float(e[2]) for e in events}
