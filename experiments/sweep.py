@@ -149,8 +149,6 @@ def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
     return 1 if failures else 0
 
 
-
-
 def plateau_exit_step(recs: list[dict], loss: str) -> int | None:
     """The step count at the end of the first epoch whose training reconstruction
     loss, at every pass, is below the plateau (None: never left it)."""

@@ -609,7 +609,7 @@ def _postfix(rec: dict) -> str:
 def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
              steps: int) -> dict:
     own = [h["images_per_sec"] for h in history if "copied_from" not in h]
-    speeds = own[1:] or own  # the first epoch this run trained includes its compilation
+    speeds = own[1:] or own  # the first epoch this run trained is left out, as in any run
     out = {
         "preset": cfg.preset,
         "family": cfg.model.family,
