@@ -67,16 +67,16 @@ def cpu_groups(cpus: list[int], jobs: int) -> list[list[int]] | None:
 
 
 def plan(presets: list[str], share: bool) -> tuple[dict[str, str], dict[str, int]]:
-    """Which presets take their AE stage from which, and the epochs each source keeps.
+    """Which presets take their AE stage from which, and how long each stage is.
 
     Returns:
-      ``({preset: source preset}, {source: epoch to keep})``; empty when ``share`` is off.
+      ``({preset: source preset}, {preset: its train.ae_stage_epochs})`` for the chained
+      presets; both empty when ``share`` is off.
     """
     if not share:
         return {}, {}
     chain = ae_stage_chain(presets, available_splits(presets, log=lambda msg: None))
-    keep = {src: get_preset(name).train.ae_stage_epochs for name, src in chain.items()}
-    return chain, keep
+    return chain, {name: get_preset(name).train.ae_stage_epochs for name in chain}
 
 
 def order(presets: list[str], chain: dict[str, str]) -> list[str]:
@@ -98,15 +98,17 @@ def stage_ready(source: pathlib.Path, epoch: int, source_ended: bool) -> bool:
     return source_ended or any(r["epoch"] > epoch for r in read_records(source))
 
 
-def command(preset: str, runs: pathlib.Path, chain: dict[str, str], keep: dict[str, int],
+def command(preset: str, runs: pathlib.Path, chain: dict[str, str], stage: dict[str, int],
             env: dict[str, str]) -> list[str]:
-    """The ``raegan train`` command of ``preset`` (seed, epochs and stage sharing set)."""
+    """The ``raegan train`` command of ``preset`` (seed, epochs and stage sharing set): a
+    source keeps the checkpoint of every epoch its chained presets' stages end at."""
     cmd = ["raegan", "train", "--preset", preset, "--workdir", str(runs / preset),
            "--no-progress", "--set", f"train.seed={env.get('SEED', '0')}"]
     if env.get(f"EPOCHS_{preset}"):
         cmd += ["--set", f"train.epochs={env[f'EPOCHS_{preset}']}"]
-    if preset in keep:
-        cmd += ["--set", f"train.keep_epochs={keep[preset]}"]
+    keep = sorted({stage[name] for name, src in chain.items() if src == preset})
+    if keep:
+        cmd += ["--set", f"train.keep_epochs={','.join(map(str, keep))}"]
     if preset in chain:
         cmd += ["--set", f"train.ae_stage_from={runs / chain[preset]}"]
     return cmd
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         raise SystemExit(f"JOBS={jobs}: must be at least 1")
     runs.mkdir(parents=True, exist_ok=True)
-    chain, keep = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1")
+    chain, stage = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1")
     todo = order(presets, chain)
     groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None
     commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not todo:
                     return None
                 for p in todo:
-                    if p not in chain or stage_ready(runs / chain[p], keep[chain[p]],
+                    if p not in chain or stage_ready(runs / chain[p], stage[p],
                                                      chain[p] in ended):
                         todo.remove(p)
                         return p
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker(i: int) -> None:
         while (preset := take()) is not None:
-            cmd = command(preset, runs, chain, keep, env)
+            cmd = command(preset, runs, chain, stage, env)
             if groups:
                 cmd = ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd
             print(f"=== {preset} {time.strftime('%FT%TZ', time.gmtime())}: {' '.join(cmd)}",

@@ -48,7 +48,8 @@ from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae
 from raegan_jax.state import STAGE_RECON, TrainState, create_train_state, eval_params, restart_ae_optimizer
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (RESUMABLE_FIELDS, WorkdirError, WorkdirLock, append_record,
-                                check_config, config_mismatch, read_history, read_records)
+                                check_config, config_mismatch, read_history, read_records,
+                                write_records)
 
 # Step counts (summed, not averaged) and the names they are logged under.
 _COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
@@ -576,7 +577,7 @@ def _copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
     if _is_main() and (src / "metrics.jsonl").exists():  # the source may still be training
         recs = [{**{k: v for k, v in r.items() if keep(k)}, "copied_from": str(src)}
                 for r in read_records(src) if r["epoch"] <= epoch]
-        (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        write_records(workdir, recs)
 
 
 def _tb_writer(workdir: pathlib.Path):

@@ -133,8 +133,13 @@ def read_history(workdir: pathlib.Path, upto_epoch: int, rewrite: bool) -> list[
     recs = read_records(workdir)
     keep = [r for r in recs if r["epoch"] <= upto_epoch]
     if rewrite and (len(keep) != len(recs) or not path.read_text().endswith("\n")):
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        write_records(workdir, keep)
     return keep
+
+
+def write_records(workdir: pathlib.Path, recs: list[dict]) -> None:
+    """Replaces ``<workdir>/metrics.jsonl`` with ``recs``, one JSON line each."""
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
 def append_record(workdir: pathlib.Path, rec: dict, writer) -> None:

@@ -1,6 +1,7 @@
 """`raegan bench --report`: each preset's whole run, costed from its schedule."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -146,6 +147,11 @@ def test_run_report_splits_the_cpus_between_its_workers(monkeypatch):
     monkeypatch.setattr(rr.shutil, "which", lambda name: None)  # no taskset: unpinned
     assert rr.cpu_groups([0, 1], 2) is None
     assert rr.default_jobs([0]) == 1
+    # a source keeps the end of every stage chained to it; each chained run names its source
+    chain, stage = {"x": "cifar10_ae", "y": "cifar10_ae"}, {"x": 100, "y": 120}
+    runs = pathlib.Path("r")
+    assert "train.keep_epochs=100,120" in rr.command("cifar10_ae", runs, chain, stage, {})
+    assert f"train.ae_stage_from={runs / 'cifar10_ae'}" in rr.command("x", runs, chain, stage, {})
 
 
 def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
