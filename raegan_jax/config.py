@@ -85,6 +85,12 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     decay_steps: int = 0
+    # A cool-down of the constant schedule: the run's last cooldown_fraction of its
+    # updates decay the rate linearly to 0 (0 = none; 0.4 of 200 epochs: from epoch
+    # 120 on). A fraction, so that a shorter run (--set train.epochs=N) cools down as
+    # the whole one does. Families "ae" and "rae" without an AE stage (their networks
+    # update every step, from the run's first).
+    cooldown_fraction: float = 0.0
     grad_clip_norm: float = 0.0  # clip each network's gradient to this global norm; 0 = off
     # Decay of an exponential moving average of the AE's weights, updated every step
     # and ramped up over the first steps (steps.ema_decay); 0 = off. When on, evaluation,
@@ -136,6 +142,12 @@ class TrainConfig:
     # train.ae_stage_from reads), whatever keep_checkpoints says.
     keep_epochs: tuple[int, ...] = ()
     num_figure_images: int = 8
+
+    @property
+    def schedule_spans_run(self) -> bool:
+        """True if the learning rate at a step depends on ``epochs`` (a cosine over the
+        whole run, or a cool-down ending with it): then a run cannot change its length."""
+        return (self.lr_schedule == "cosine" and self.decay_steps == 0) or self.cooldown_fraction > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -530,6 +542,16 @@ def validate(cfg: Config) -> None:
     _check(t.decay_steps >= 0, "train.decay_steps", f"must be >= 0 (0 = the whole run), got {t.decay_steps}")
     _check(t.decay_steps == 0 or t.decay_steps > t.warmup_steps, "train.decay_steps",
            f"({t.decay_steps}) must exceed train.warmup_steps ({t.warmup_steps})")
+    _check(0 <= t.cooldown_fraction < 1, "train.cooldown_fraction",
+           f"must be in [0, 1) (0 = none), got {t.cooldown_fraction}")
+    if t.cooldown_fraction:
+        _check(t.lr_schedule == "constant", "train.cooldown_fraction",
+               f"cools down the constant schedule; train.lr_schedule={t.lr_schedule!r} decays already")
+        # Why: the AE's update count lags the run's steps under a game (D's turns) and
+        # restarts at an AE stage's end, so the decay would not end with the run.
+        _check(m.family in ("ae", "rae") and not t.ae_stage_epochs, "train.cooldown_fraction",
+               "needs the AE to update every step from the first (family 'ae' or 'rae', "
+               "no train.ae_stage_epochs)")
     _check(t.grad_clip_norm >= 0, "train.grad_clip_norm", f"must be >= 0 (0 = off), got {t.grad_clip_norm}")
     _check(0 <= t.ae_ema < 1, "train.ae_ema", f"must be in [0, 1) (0 = off), got {t.ae_ema}")
     _check(t.ae_stage_epochs >= 0, "train.ae_stage_epochs", f"must be >= 0, got {t.ae_stage_epochs}")

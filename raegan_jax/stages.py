@@ -120,6 +120,8 @@ def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozense
             continue
         if f == "train.ae_ema" and cfg.train.ae_ema == 0:
             continue  # a weight average beside the AE changes no update; this run drops it
+        if f == "train.cooldown_fraction" and _cools_after(src, cfg, n_train):
+            continue  # the source's cool-down starts after the stage has ended
         if f == "data.train_examples":
             took_all = cfg.data.train_examples == 0 or cfg.data.train_examples > n_train
             if not cfg.data.resample_train and took_all and (
@@ -130,6 +132,14 @@ def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozense
             and src.train.epochs != cfg.train.epochs):
         out.append("train.epochs (the cosine schedule spans the whole run)")
     return out
+
+
+def _cools_after(src: Config, cfg: Config, n_train: int) -> bool:
+    """True if ``src``'s cool-down (``train.cooldown_fraction``) begins at or after the
+    last update of ``cfg``'s AE stage: its stage's updates are those of a constant rate."""
+    from raegan_jax.state import cooldown_start  # state imports this module
+    spe = n_train // cfg.train.batch_size
+    return cooldown_start(src, spe) >= cfg.train.ae_stage_epochs * spe
 
 
 def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:

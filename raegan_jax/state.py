@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from raegan_jax.config import IMAGE_SHAPES, Config, DataConfig
+from raegan_jax.config import IMAGE_SHAPES, Config, ConfigError, DataConfig
 from raegan_jax.models import build_models, torch_style_init
 from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON, init_controller
 
@@ -58,25 +58,48 @@ def eval_params(state: TrainState) -> Any:
     return state.ae_params if state.ae_ema is None else state.ae_ema
 
 
+def cooldown_start(cfg: Config, steps_per_epoch: int) -> int:
+    """The update at which ``train.cooldown_fraction``'s linear decay begins."""
+    total = cfg.train.epochs * steps_per_epoch
+    return total - round(cfg.train.cooldown_fraction * total)
+
+
 def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
     """The learning rate (a float or an optax schedule) peaking at ``peak``.
 
     ``train.lr_schedule="constant"`` with ``warmup_steps`` > 0 warms up
-    linearly from 0; ``"cosine"`` warms up, then decays to 0 over
+    linearly from 0, and with ``cooldown_fraction`` > 0 decays linearly to 0 over
+    that fraction of the run's updates (:func:`cooldown_start` on; 0 at step
+    ``epochs * steps_per_epoch``); ``"cosine"`` warms up, then decays to 0 over
     ``decay_steps`` (0 = ``epochs * steps_per_epoch``). Counts are the
     network's own updates (its optax state's count).
+
+    Raises:
+      ConfigError: the warm-up does not end before the cool-down starts.
     """
     t = cfg.train
+    # Without a sweep length only the structure is needed (state init, eval); the
+    # train steps refuse to run without it (steps.needs_epoch_length).
+    spe = steps_per_epoch or 1
     if t.lr_schedule == "cosine":
-        # Without a sweep length only the structure is needed (state init, eval);
-        # the train steps refuse to run without it (steps.needs_epoch_length).
-        decay = t.decay_steps or t.epochs * (steps_per_epoch or 1)
+        decay = t.decay_steps or t.epochs * spe
         return optax.warmup_cosine_decay_schedule(0.0, peak, t.warmup_steps,
                                                   max(decay, t.warmup_steps + 1))
+    pieces, boundaries = [], []
     if t.warmup_steps:
-        return optax.join_schedules([optax.linear_schedule(0.0, peak, t.warmup_steps),
-                                     optax.constant_schedule(peak)], [t.warmup_steps])
-    return peak
+        pieces.append(optax.linear_schedule(0.0, peak, t.warmup_steps))
+        boundaries.append(t.warmup_steps)
+    if t.cooldown_fraction:
+        start, total = cooldown_start(cfg, spe), t.epochs * spe
+        if steps_per_epoch is not None and start < t.warmup_steps:
+            raise ConfigError(f"train.cooldown_fraction ({t.cooldown_fraction}) starts the cool-down "
+                              f"at step {start}, inside the {t.warmup_steps}-step warm-up")
+        pieces.append(optax.constant_schedule(peak))
+        boundaries.append(start)
+        pieces.append(optax.linear_schedule(peak, 0.0, total - start))
+    elif pieces:
+        pieces.append(optax.constant_schedule(peak))
+    return optax.join_schedules(pieces, boundaries) if pieces else peak
 
 
 def make_optimizers(cfg: Config, steps_per_epoch: int | None = None
@@ -99,6 +122,29 @@ def restart_ae_optimizer(cfg: Config, state: TrainState) -> TrainState:
     schedule count 0: a warm-up, if any, runs again); parameters, weight average,
     D and its optimizer untouched."""
     return state.replace(ae_opt_state=make_optimizers(cfg)[0].init(state.ae_params))
+
+
+def carry_opt_state(src: Any, fresh: Any) -> Any:
+    """Another schedule's optimizer state ``src`` in the structure of ``fresh``.
+
+    A schedule adds a count to the optax state that a constant rate has none of
+    (``ScaleByScheduleState``), so a run that changes its schedule (a cool-down
+    branched from a constant-rate run, the warmup-stable-decay recipe) cannot take
+    the source's state as it is. Adam's moments and its update count carry over,
+    and the schedule's count is that same count: every update advances both.
+
+    Args:
+      src: the source's optax state (Adam, with or without a schedule or clipping).
+      fresh: this config's optax state (``tx.init(params)``), for its structure.
+
+    Returns:
+      ``src`` if the structures agree, else ``fresh`` holding ``src``'s moments and count.
+    """
+    if src is None or jax.tree.structure(src) == jax.tree.structure(fresh):
+        return src
+    tu = optax.tree_utils
+    (_, count), *_ = tu.tree_get_all_with_path(src, "count")  # every count moves together
+    return tu.tree_set(fresh, mu=tu.tree_get(src, "mu"), nu=tu.tree_get(src, "nu"), count=count)
 
 
 def create_train_state(cfg: Config, key: jax.Array) -> TrainState:

@@ -49,10 +49,10 @@ class Bound:
 
 def needs_epoch_length(cfg: Config) -> bool:
     """True if the train step must know the sweep length: the ``cycle`` objective
-    places each sample in its sweep, and a cosine schedule decays over the run."""
+    places each sample in its sweep, and a cosine or a cool-down decays over the run."""
     cycle = (cfg.model.family in RECURSIVE_FAMILIES and cfg.model.passes > 1
              and cfg.train.rae_objective == "cycle")
-    return cycle or (cfg.train.lr_schedule == "cosine" and cfg.train.decay_steps == 0)
+    return cycle or cfg.train.schedule_spans_run
 
 
 def steps_per_epoch(cfg: Config, num_train_images: int) -> int:
@@ -78,7 +78,7 @@ def bind(cfg: Config, steps_per_epoch: int | None = None) -> Bound:
 def _require_epoch_length(cfg: Config, steps_per_epoch: int | None) -> None:
     if steps_per_epoch is None and needs_epoch_length(cfg):
         raise ConfigError(
-            "this config needs steps_per_epoch (the cycle objective or a cosine schedule "
+            "this config needs steps_per_epoch (the cycle objective or a schedule over the run "
             "depends on each step's place in its sweep): pass "
             "steps_per_epoch=len(train_images) // train.batch_size")
     if steps_per_epoch is not None and steps_per_epoch < 1:

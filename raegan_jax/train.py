@@ -45,7 +45,8 @@ from raegan_jax.programs import (epoch_permutation, make_eval_step, make_multi_s
                                  sweep_batches, sweep_sharded)
 from raegan_jax.stages import (AE_STAGE, GROUPED_METRICS, STEP_GROUPS, Sweep, ae_stage_config,
                                ae_stage_mismatch, sweep_plan)
-from raegan_jax.state import STAGE_RECON, TrainState, create_train_state, eval_params, restart_ae_optimizer
+from raegan_jax.state import (STAGE_RECON, TrainState, carry_opt_state, create_train_state, eval_params,
+                              restart_ae_optimizer)
 from raegan_jax.steps import ae_logits, bind
 from raegan_jax.workdir import (RESUMABLE_FIELDS, WorkdirError, WorkdirLock, append_record,
                                 check_config, config_mismatch, read_history, read_records,
@@ -509,6 +510,10 @@ def _branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
     if meta.get("partial"):
         raise ConfigError(f"train.init_from {src}: checkpoint {folder} was saved mid-epoch; "
                           f"a branch starts from the end of an epoch")
+    # A changed learning-rate schedule (e.g. a cool-down) changes the optax state's parts.
+    src_state = src_state.replace(
+        ae_opt_state=carry_opt_state(src_state.ae_opt_state, state.ae_opt_state),
+        d_opt_state=carry_opt_state(src_state.d_opt_state, state.d_opt_state))
     if jax.tree.structure(src_state) != jax.tree.structure(state):
         raise ConfigError(f"train.init_from {src}: its train state has other parts than this "
                           f"config's (a weight average or a controller on one side only)")
@@ -559,9 +564,11 @@ def _ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, 
                           f"{int(to_host(src_state.step))}, this run's would at {k * spe} "
                           f"(other training images?)")
     # A weight average of this run's is the source's (ae_stage_mismatch: the same decay).
+    # A source that cools down after the stage has a schedule's count in its optax state.
     state = state.replace(
         step=src_state.step, stage=jnp.asarray(STAGE_RECON, jnp.int32),
-        ae_params=src_state.ae_params, ae_opt_state=src_state.ae_opt_state,
+        ae_params=src_state.ae_params,
+        ae_opt_state=carry_opt_state(src_state.ae_opt_state, state.ae_opt_state),
         ae_ema=src_state.ae_ema if state.ae_ema is not None else None)
     _copy_records(folder, workdir, k, keep=lambda key: not key.startswith("val/"))
     _log(f"AE stage (epochs 1-{k}) taken from {folder} (step {k * spe})")

@@ -102,7 +102,11 @@ def config_mismatch(old: Config, cfg: Config) -> str | None:
     """What makes a run of ``old`` impossible to continue as ``cfg`` (None if nothing)."""
     if old.preset != cfg.preset:
         return f"preset '{old.preset}', not '{cfg.preset}'"
-    changed = [f for f in diff(old, cfg) if f not in RESUMABLE_FIELDS]
+    changed = [f for f in diff(old, cfg) if f not in RESUMABLE_FIELDS
+               or (f == "train.epochs" and (old.train.schedule_spans_run or cfg.train.schedule_spans_run))]
+    if changed == ["train.epochs"]:
+        return (f"{old.train.epochs} epochs, not {cfg.train.epochs}: its learning-rate schedule "
+                f"ends with the run (train.lr_schedule / train.cooldown_fraction)")
     return f"other settings ({', '.join(changed)})" if changed else None
 
 

@@ -31,6 +31,39 @@ def test_warmup_then_constant_and_cosine_schedules():
         rj.make_train_step(cfg)  # a cosine over "the whole run" needs its length
 
 
+def test_a_cooldown_decays_the_constant_rate_over_the_last_updates():
+    cfg = rj.get_preset("cifar10_ae", {"train.epochs": 10, "train.cooldown_fraction": 0.4,
+                                       "train.warmup_steps": 5})
+    lr = learning_rate(cfg, 1e-3, steps_per_epoch=10)  # the cool-down: steps 60..100
+    assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(1e-3)
+    assert float(lr(60)) == pytest.approx(1e-3) and float(lr(80)) == pytest.approx(5e-4)
+    assert float(lr(99)) == pytest.approx(2.5e-5) and float(lr(100)) == 0.0
+    from raegan_jax.steps import needs_epoch_length
+    assert needs_epoch_length(cfg)  # it ends with the run
+    with pytest.raises(rj.ConfigError, match="inside the 70-step warm-up"):
+        learning_rate(rj.get_preset("cifar10_ae", {"train.epochs": 10, "train.cooldown_fraction": 0.4,
+                                                   "train.warmup_steps": 70}), 1e-3, 10)
+    for over, match in [({"train.cooldown_fraction": 1.0}, r"\[0, 1\)"),
+                        ({"train.cooldown_fraction": 0.1, "train.lr_schedule": "cosine"}, "decays already"),
+                        ({"model.family": "aegan", "train.cooldown_fraction": 0.1}, "every step"),
+                        ({"model.family": "rae", "model.passes": 2, "train.ae_stage_epochs": 5,
+                          "train.cooldown_fraction": 0.1}, "every step")]:
+        with pytest.raises(rj.ConfigError, match=match):
+            rj.get_preset("cifar10_ae", over)
+
+
+def test_a_run_whose_schedule_ends_with_it_cannot_change_its_length():
+    from raegan_jax.workdir import config_mismatch
+    base = rj.get_preset("cifar10_ae", {"train.cooldown_fraction": 0.2})
+    longer = rj.get_preset("cifar10_ae", {"train.cooldown_fraction": 0.2, "train.epochs": 250})
+    assert "200 epochs, not 250" in config_mismatch(base, longer)
+    plain = rj.get_preset("cifar10_ae")
+    assert config_mismatch(plain, rj.get_preset("cifar10_ae", {"train.epochs": 250})) is None
+    cosine = rj.get_preset("cifar10_ae", {"train.lr_schedule": "cosine"})
+    assert "schedule ends with the run" in config_mismatch(
+        cosine, rj.get_preset("cifar10_ae", {"train.lr_schedule": "cosine", "train.epochs": 9}))
+
+
 def test_gradient_clipping_clips_before_adam(key):
     cfg = rj.get_preset("mnist_ae", {"train.grad_clip_norm": 0.5})
     ae_tx, _ = make_optimizers(cfg)
@@ -158,6 +191,23 @@ def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tin
     assert _records(tmp_path / "src")[1] != _records(tmp_path / "branch")[1]
 
 
+def test_a_cooldown_branched_from_a_constant_rate_equals_one_from_scratch(tmp_path, tiny_mnist):
+    """The warmup-stable-decay recipe: a constant-rate run's epoch-2 checkpoint, continued
+    with a cool-down over the last third (its optax state gains a schedule count), ends
+    where the run with that cool-down from scratch does, bit for bit."""
+    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_ae", {**TINY, **o}), wd,  # noqa: E731
+                                           data_dir=str(tiny_mnist), progress=False)
+    cool = {"train.epochs": 3, "train.cooldown_fraction": 1 / 3}  # steps 8-12 of 12
+    straight = run(tmp_path / "straight", cool)
+    run(tmp_path / "src", {"train.epochs": 2})
+    branch = run(tmp_path / "branch", {**cool, "train.init_from": str(tmp_path / "src"),
+                                       "train.init_from_state": True})
+    assert branch["val_recon_loss"] == straight["val_recon_loss"]
+    assert _records(tmp_path / "branch")[2] == _records(tmp_path / "straight")[2]
+    constant = run(tmp_path / "src", {"train.epochs": 3})  # the source, resumed to epoch 3
+    assert constant["val_recon_loss"] != straight["val_recon_loss"]  # the cool-down did something
+
+
 @pytest.mark.parametrize("over,match", [
     ({"train.seed": 1}, "train.seed"),
     ({"train.batch_size": 16}, "train.batch_size"),
@@ -185,6 +235,17 @@ def stage_source(tmp_path_factory, tiny_mnist):
     return wd
 
 
+def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
+    """A cool-down that starts once the stage has ended leaves the stage's updates those
+    of a constant rate (bit for bit: test_an_ae_run_stands_in..., the cooled source); one
+    that starts inside the stage is named."""
+    from raegan_jax.stages import ae_stage_mismatch
+    rae = rj.get_preset("cifar10_rae")  # an AE stage of 120 epochs, 252 steps each
+    ae = lambda f: rj.get_preset("cifar10_ae", {"train.cooldown_fraction": f})  # noqa: E731
+    assert ae_stage_mismatch(ae(0.4), rae, 8068) == []  # 200 epochs cooling from epoch 120
+    assert ae_stage_mismatch(ae(0.41), rae, 8068) == ["train.cooldown_fraction"]
+
+
 @pytest.mark.parametrize("family,over", [
     ("rae", {}),  # the weight average carried on
     ("raegan", {"train.ae_ema": 0.0, "gan.threshold_ema": 0.5, "gan.r1_weight": 1.0}),  # dropped
@@ -205,6 +266,14 @@ def test_an_ae_run_stands_in_for_the_ae_stage_bit_for_bit(tmp_path, tiny_mnist, 
     shared = run(tmp_path / "shared", {"train.ae_stage_from": str(stage_source)})
     for k in ("val_recon_loss", "val_psnr", "val_ssim", "d_fake_acc", "d_real_acc"):
         assert shared.get(k) == straight.get(k), k
+    if family == "rae":  # a source that cools down over its epoch 3 (its optax state has a
+        # schedule count the constant rate's lacks) stands in for the stage as well
+        cooled = tmp_path / "cooled_src"
+        train_and_evaluate(rj.get_preset("mnist_ae", {**TINY, "train.epochs": 3, "train.keep_epochs": "2",
+                                                      "train.cooldown_fraction": 1 / 3}),
+                           cooled, data_dir=str(tiny_mnist), progress=False)
+        assert run(tmp_path / "shared_cooled", {"train.ae_stage_from": str(cooled)}
+                   )["val_recon_loss"] == straight["val_recon_loss"]
     mine, theirs = _records(tmp_path / "shared"), _records(tmp_path / "straight")
     assert mine[2] == theirs[2]  # the family's own epoch, every logged number
     for m, t in zip(mine[:2], theirs[:2]):  # the stage's epochs: the source's training records
