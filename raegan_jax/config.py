@@ -149,6 +149,11 @@ class TrainConfig:
         whole run, or a cool-down ending with it): then a run cannot change its length."""
         return (self.lr_schedule == "cosine" and self.decay_steps == 0) or self.cooldown_fraction > 0
 
+    def cooldown_start(self, steps_per_epoch: int) -> int:
+        """The update at which ``cooldown_fraction``'s linear decay begins."""
+        total = self.epochs * steps_per_epoch
+        return total - round(self.cooldown_fraction * total)
+
 
 @dataclasses.dataclass(frozen=True)
 class GanConfig:

@@ -128,18 +128,16 @@ def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozense
                     src.data.train_examples == 0 or src.data.train_examples >= n_train):
                 continue  # both asked for at least the n_train images there are
         out.append(f)
-    if (cfg.train.lr_schedule == "cosine" and cfg.train.decay_steps == 0
-            and src.train.epochs != cfg.train.epochs):
-        out.append("train.epochs (the cosine schedule spans the whole run)")
+    if cfg.train.schedule_spans_run and src.train.epochs != cfg.train.epochs:
+        out.append("train.epochs (the learning-rate schedule spans the whole run)")
     return out
 
 
 def _cools_after(src: Config, cfg: Config, n_train: int) -> bool:
     """True if ``src``'s cool-down (``train.cooldown_fraction``) begins at or after the
     last update of ``cfg``'s AE stage: its stage's updates are those of a constant rate."""
-    from raegan_jax.state import cooldown_start  # state imports this module
     spe = n_train // cfg.train.batch_size
-    return cooldown_start(src, spe) >= cfg.train.ae_stage_epochs * spe
+    return src.train.cooldown_start(spe) >= cfg.train.ae_stage_epochs * spe
 
 
 def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:

@@ -58,18 +58,12 @@ def eval_params(state: TrainState) -> Any:
     return state.ae_params if state.ae_ema is None else state.ae_ema
 
 
-def cooldown_start(cfg: Config, steps_per_epoch: int) -> int:
-    """The update at which ``train.cooldown_fraction``'s linear decay begins."""
-    total = cfg.train.epochs * steps_per_epoch
-    return total - round(cfg.train.cooldown_fraction * total)
-
-
 def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
     """The learning rate (a float or an optax schedule) peaking at ``peak``.
 
     ``train.lr_schedule="constant"`` with ``warmup_steps`` > 0 warms up
     linearly from 0, and with ``cooldown_fraction`` > 0 decays linearly to 0 over
-    that fraction of the run's updates (:func:`cooldown_start` on; 0 at step
+    that fraction of the run's updates (``TrainConfig.cooldown_start`` on; 0 at step
     ``epochs * steps_per_epoch``); ``"cosine"`` warms up, then decays to 0 over
     ``decay_steps`` (0 = ``epochs * steps_per_epoch``). Counts are the
     network's own updates (its optax state's count).
@@ -90,7 +84,7 @@ def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) 
         pieces.append(optax.linear_schedule(0.0, peak, t.warmup_steps))
         boundaries.append(t.warmup_steps)
     if t.cooldown_fraction:
-        start, total = cooldown_start(cfg, spe), t.epochs * spe
+        start, total = t.cooldown_start(spe), t.epochs * spe
         if steps_per_epoch is not None and start < t.warmup_steps:
             raise ConfigError(f"train.cooldown_fraction ({t.cooldown_fraction}) starts the cool-down "
                               f"at step {start}, inside the {t.warmup_steps}-step warm-up")

@@ -1,6 +1,8 @@
 """The remedies as config fields: learning-rate schedules, clipping, init_from, the AE's
 weight average."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,23 +193,6 @@ def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tin
     assert _records(tmp_path / "src")[1] != _records(tmp_path / "branch")[1]
 
 
-def test_a_cooldown_branched_from_a_constant_rate_equals_one_from_scratch(tmp_path, tiny_mnist):
-    """The warmup-stable-decay recipe: a constant-rate run's epoch-2 checkpoint, continued
-    with a cool-down over the last third (its optax state gains a schedule count), ends
-    where the run with that cool-down from scratch does, bit for bit."""
-    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_ae", {**TINY, **o}), wd,  # noqa: E731
-                                           data_dir=str(tiny_mnist), progress=False)
-    cool = {"train.epochs": 3, "train.cooldown_fraction": 1 / 3}  # steps 8-12 of 12
-    straight = run(tmp_path / "straight", cool)
-    run(tmp_path / "src", {"train.epochs": 2})
-    branch = run(tmp_path / "branch", {**cool, "train.init_from": str(tmp_path / "src"),
-                                       "train.init_from_state": True})
-    assert branch["val_recon_loss"] == straight["val_recon_loss"]
-    assert _records(tmp_path / "branch")[2] == _records(tmp_path / "straight")[2]
-    constant = run(tmp_path / "src", {"train.epochs": 3})  # the source, resumed to epoch 3
-    assert constant["val_recon_loss"] != straight["val_recon_loss"]  # the cool-down did something
-
-
 @pytest.mark.parametrize("over,match", [
     ({"train.seed": 1}, "train.seed"),
     ({"train.batch_size": 16}, "train.batch_size"),
@@ -235,6 +220,33 @@ def stage_source(tmp_path_factory, tiny_mnist):
     return wd
 
 
+@pytest.fixture(scope="module")
+def cooled_source(tmp_path_factory, tiny_mnist):
+    """``stage_source``'s run with a cool-down over its last third (epoch 3: steps 8-12)."""
+    wd = tmp_path_factory.mktemp("cooled_src") / "ae"
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 3, "train.keep_epochs": "2",
+                                     "train.cooldown_fraction": 1 / 3})
+    train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
+    return wd
+
+
+def test_a_cooldown_branched_from_a_constant_rate_equals_one_from_scratch(
+        tmp_path, tiny_mnist, stage_source, cooled_source):
+    """The warmup-stable-decay recipe: the constant-rate run's epoch-2 checkpoint, continued
+    with the cool-down (its optax state gains a schedule count), ends where the run with
+    that cool-down from scratch does, bit for bit; and the cool-down changed the epoch."""
+    cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 3, "train.cooldown_fraction": 1 / 3,
+                                     "train.init_from": str(stage_source / "checkpoints" / "8"),
+                                     "train.init_from_state": True})
+    branch = train_and_evaluate(cfg, tmp_path / "branch", data_dir=str(tiny_mnist), progress=False)
+    cooled = _records(cooled_source)
+    assert branch["val_recon_loss"] == json.loads((cooled_source / "summary.json").read_text())[
+        "val_recon_loss"]
+    assert _records(tmp_path / "branch")[2] == cooled[2]
+    assert cooled[2]["train/loss"] != _records(stage_source)[2]["train/loss"]
+    assert cooled[1] == _records(stage_source)[1]  # constant until the cool-down starts
+
+
 def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
     """A cool-down that starts once the stage has ended leaves the stage's updates those
     of a constant rate (bit for bit: test_an_ae_run_stands_in..., the cooled source); one
@@ -251,7 +263,7 @@ def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
     ("raegan", {"train.ae_ema": 0.0, "gan.threshold_ema": 0.5, "gan.r1_weight": 1.0}),  # dropped
 ])
 def test_an_ae_run_stands_in_for_the_ae_stage_bit_for_bit(tmp_path, tiny_mnist, stage_source,
-                                                          family, over):
+                                                          cooled_source, family, over):
     """train.ae_stage_from: a plain-AE run's epoch-2 checkpoint replaces a 2-epoch AE stage,
     and the run ends exactly where the run that trained its own stage does."""
     from raegan_jax.checkpoint import Checkpointer
@@ -268,11 +280,7 @@ def test_an_ae_run_stands_in_for_the_ae_stage_bit_for_bit(tmp_path, tiny_mnist, 
         assert shared.get(k) == straight.get(k), k
     if family == "rae":  # a source that cools down over its epoch 3 (its optax state has a
         # schedule count the constant rate's lacks) stands in for the stage as well
-        cooled = tmp_path / "cooled_src"
-        train_and_evaluate(rj.get_preset("mnist_ae", {**TINY, "train.epochs": 3, "train.keep_epochs": "2",
-                                                      "train.cooldown_fraction": 1 / 3}),
-                           cooled, data_dir=str(tiny_mnist), progress=False)
-        assert run(tmp_path / "shared_cooled", {"train.ae_stage_from": str(cooled)}
+        assert run(tmp_path / "shared_cooled", {"train.ae_stage_from": str(cooled_source)}
                    )["val_recon_loss"] == straight["val_recon_loss"]
     mine, theirs = _records(tmp_path / "shared"), _records(tmp_path / "straight")
     assert mine[2] == theirs[2]  # the family's own epoch, every logged number
