@@ -43,7 +43,7 @@ from raegan_jax import data
 from raegan_jax.checkpoint import load_params
 from raegan_jax.config import from_dict
 from raegan_jax.models import to_images
-from raegan_jax.state import create_train_state
+from raegan_jax.state import create_train_state, eval_d_params, eval_params
 from raegan_jax.steps import ae_logits, bind, d_logits
 
 
@@ -112,7 +112,8 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
         return real_l, fake_l, {k: (b.disc.apply({"params": d_params}, v), pix.psnr(v, images))
                                 for k, v in probes.items()}
 
-    out = [scores(state.ae_params, state.d_params, test[i:i + batch])
+    # The networks the run evaluates (their weight averages under train.ae_ema / gan.d_ema).
+    out = [scores(eval_params(state), eval_d_params(state), test[i:i + batch])
            for i in range(0, len(test), batch)]
     real = np.concatenate([np.asarray(r, np.float64) for r, _, _ in out])
     fake = np.concatenate([np.asarray(f, np.float64) for _, f, _ in out], axis=1)

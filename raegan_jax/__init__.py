@@ -29,7 +29,7 @@ _EXPORTS = {
     "raegan_jax.data": ["load_data"],
     "raegan_jax.recursion": ["rae_objective", "recursive_apply"],
     "raegan_jax.state": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
-                         "eval_params"],
+                         "eval_d_params", "eval_params"],
     "raegan_jax.steps": ["steps_per_epoch", "train_step_fn"],
     "raegan_jax.programs": ["epoch_permutation", "make_eval_step", "make_multi_step",
                             "make_train_step", "sweep_batches"],

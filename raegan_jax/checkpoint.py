@@ -266,7 +266,7 @@ def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any],
 
 # Train-state fields added after checkpoints were first written; older checkpoints
 # lack them, and they restore as None when the run does not use them.
-LATER_FIELDS = ("ctrl", "ae_ema")
+LATER_FIELDS = ("ctrl", "ae_ema", "d_ema")
 
 
 def _without_later_fields(abstract: Any) -> list[dict]:

@@ -204,6 +204,13 @@ class GanConfig:
     # over channels, mean over the batch, summed over passes), against a D that reads the
     # fakes' colour cast (RESULTS §8). Logged as colour_loss [passes]. 0 = off.
     colour_weight: float = 0.0
+    # Decay of an exponential moving average of D's weights, as train.ae_ema is the AE's:
+    # updated every step, ramped up over D's own first updates; 0 = off. Training is
+    # unchanged; when on, evaluation reads D's loss and accuracies from the average
+    # (val/d_*_live: the live D's). A D near chance swings its bias with every update, so
+    # its accuracy at logit 0 swings between all-real and all-fake (RESULTS §8); the
+    # average reads where D sits over its last ~1/(1 - d_ema) steps.
+    d_ema: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -613,6 +620,7 @@ def validate(cfg: Config) -> None:
     _check(g.r1_weight >= 0.0, "gan.r1_weight", f"must be >= 0 (0 = off), got {g.r1_weight}")
     _check(g.colour_weight >= 0.0, "gan.colour_weight",
            f"must be >= 0 (0 = off), got {g.colour_weight}")
+    _check(0.0 <= g.d_ema < 1.0, "gan.d_ema", f"must be in [0, 1) (0 = off), got {g.d_ema}")
 
 
 def from_dict(d: Mapping[str, Any]) -> Config:

@@ -16,7 +16,8 @@ from raegan_jax.models import build_models, torch_style_init
 from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON, init_controller
 
 __all__ = ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
-           "make_optimizers", "learning_rate", "count_params", "eval_params"]
+           "make_optimizers", "learning_rate", "count_params", "eval_params",
+           "eval_d_params", "update_count"]
 
 
 @flax.struct.dataclass
@@ -40,6 +41,8 @@ class TrainState:
         controller needs one (:func:`~raegan_jax.stages.needs_controller`).
       ae_ema: the exponential moving average of ``ae_params`` (``train.ae_ema``
         > 0), or None. What evaluation uses when present (:func:`eval_params`).
+      d_ema: the same for ``d_params`` (``gan.d_ema`` > 0), or None; what
+        evaluation's D is when present (:func:`eval_d_params`).
     """
 
     step: jax.Array
@@ -51,11 +54,24 @@ class TrainState:
     d_opt_state: Any = None
     ctrl: Any = None
     ae_ema: Any = None
+    d_ema: Any = None
 
 
 def eval_params(state: TrainState) -> Any:
     """The AE parameters a run evaluates and shows: the weight average if kept, else the live ones."""
     return state.ae_params if state.ae_ema is None else state.ae_ema
+
+
+def eval_d_params(state: TrainState) -> Any:
+    """The D parameters evaluation reads: D's weight average if kept, else the live ones."""
+    return state.d_params if state.d_ema is None else state.d_ema
+
+
+def update_count(opt_state: Any) -> jax.Array:
+    """The number of updates an optax state has applied (its first ``count``: with a
+    schedule or clipping there are several, and every update advances them all)."""
+    (_, count), *_ = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    return count
 
 
 def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) -> optax.ScalarOrSchedule:
@@ -137,8 +153,8 @@ def carry_opt_state(src: Any, fresh: Any) -> Any:
     if src is None or jax.tree.structure(src) == jax.tree.structure(fresh):
         return src
     tu = optax.tree_utils
-    (_, count), *_ = tu.tree_get_all_with_path(src, "count")  # every count moves together
-    return tu.tree_set(fresh, mu=tu.tree_get(src, "mu"), nu=tu.tree_get(src, "nu"), count=count)
+    return tu.tree_set(fresh, mu=tu.tree_get(src, "mu"), nu=tu.tree_get(src, "nu"),
+                       count=update_count(src))
 
 
 def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
@@ -167,6 +183,8 @@ def create_train_state(cfg: Config, key: jax.Array) -> TrainState:
         ctrl=init_controller(cfg),
         # The average starts at the initial weights (a copy: the state is donated).
         ae_ema=jax.tree.map(jnp.copy, ae_params) if cfg.train.ae_ema > 0 else None,
+        d_ema=jax.tree.map(jnp.copy, d_params) if d_params is not None and cfg.gan.d_ema > 0
+        else None,
     )
 
 

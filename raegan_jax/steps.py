@@ -30,7 +30,7 @@ from raegan_jax.parallel import in_chunks, largest_divisor
 from raegan_jax.recursion import rae_objective, recursive_apply
 from raegan_jax.stages import (STAGE_AE, STAGE_D, STAGE_RECON, controller_update, next_stage,
                                pass_weights, stage_impl)
-from raegan_jax.state import TrainState, eval_params, make_optimizers
+from raegan_jax.state import TrainState, eval_d_params, eval_params, make_optimizers, update_count
 
 Metrics = dict[str, jax.Array]
 
@@ -433,16 +433,18 @@ def selected_update(b: Bound, state: TrainState, images: jax.Array, pidx: jax.Ar
     return new, metrics
 
 
-def ema_decay(cfg: Config, step: jax.Array) -> jax.Array:
-    """The weight average's decay at ``step``: ``min(train.ae_ema, (1 + step) / (10 + step))``.
+def ema_decay(decay: float, updates: jax.Array) -> jax.Array:
+    """A weight average's decay after ``updates`` updates: ``min(decay, (1 + n) / (10 + n))``.
 
-    Ramped up as TensorFlow's ``ExponentialMovingAverage(num_updates=step)`` does: at a
+    Ramped up as TensorFlow's ``ExponentialMovingAverage(num_updates=n)`` does: at a
     fixed 0.999 the average would still be half the initial weights after 700 steps (an
     average of a trained and an untrained network outputs gray), while early steps,
-    weighted less, let it follow the AE from the start.
+    weighted less, let it follow the network from the start. The AE's average counts
+    the run's steps (``train.ae_ema``); D's counts D's own updates (``gan.d_ema``: D may
+    first learn after a long AE stage).
     """
-    step = jnp.asarray(step, jnp.float32)
-    return jnp.minimum(cfg.train.ae_ema, (1.0 + step) / (10.0 + step))
+    n = jnp.asarray(updates, jnp.float32)
+    return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
 
 
 def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: int | None = None
@@ -525,9 +527,15 @@ def train_step_fn(b: Bound, state: TrainState, batch: jax.Array, fixed_stage: in
     metrics["finite"] = jnp.all(jnp.asarray([jnp.isfinite(metrics["loss"]).all(),
                                              jnp.isfinite(metrics.get("d_loss", 0.0)).all()]))
     metrics.update(diag)
-    if b.cfg.train.ae_ema > 0:  # every step, whichever network learned (a D step leaves the AE)
-        new = new.replace(ae_ema=optax.incremental_update(new.ae_params, state.ae_ema,
-                                                          1.0 - ema_decay(b.cfg, state.step)))
+    # The weight averages move every step, whichever network learned: a frozen network's
+    # average drifts towards its (unchanged) weights.
+    if state.ae_ema is not None:
+        new = new.replace(ae_ema=optax.incremental_update(
+            new.ae_params, state.ae_ema, 1.0 - ema_decay(b.cfg.train.ae_ema, state.step)))
+    if state.d_ema is not None and b.disc is not None:  # not in an AE stage's plain-AE steps
+        new = new.replace(d_ema=optax.incremental_update(
+            new.d_params, state.d_ema,
+            1.0 - ema_decay(b.cfg.gan.d_ema, update_count(state.d_opt_state))))
     return new.replace(step=state.step + 1, stage=stage), metrics
 
 
@@ -547,8 +555,10 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
       (the AE's weight average under ``train.ae_ema``); under ``train.ae_ema``
       also ``recon_loss_live`` [passes], the live AE's loss on the same
       images, so one run measures what the average gains; for GAN families
-      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes]; and ``weight``
-      (sum of weights).
+      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes] of
+      :func:`~raegan_jax.state.eval_d_params` (D's weight average under
+      ``gan.d_ema``, which adds the live D's as ``d_loss_live``,
+      ``d_real_acc_live``, ``d_fake_acc_live``); and ``weight`` (sum of weights).
     """
     images = as_images(batch)
     w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
@@ -563,8 +573,12 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
         live = ae_logits(b, state.ae_params, images)
         m["recon_loss_live"] = losses.recon_loss(live, images, b.cfg.train.recon_loss) @ w_mean
     if b.disc is not None:
-        real_l, fake_l = d_logits(b, state.d_params, images, to_images(logits))
-        m["d_loss"] = losses.d_loss(real_l, fake_l, w)
-        m["d_real_acc"] = losses.accuracy_real(real_l, w)
-        m["d_fake_acc"] = losses.accuracy_fake(fake_l, w)
+        ds = {"": eval_d_params(state)}
+        if state.d_ema is not None:
+            ds["_live"] = state.d_params
+        for suffix, d_params in ds.items():
+            real_l, fake_l = d_logits(b, d_params, images, to_images(logits))
+            m["d_loss" + suffix] = losses.d_loss(real_l, fake_l, w)
+            m["d_real_acc" + suffix] = losses.accuracy_real(real_l, w)
+            m["d_fake_acc" + suffix] = losses.accuracy_fake(fake_l, w)
     return m

@@ -181,8 +181,9 @@ def _epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict
     if evals:
         for k, v in evals.items():
             rec[f"val/{k}"] = _value(v)
-        if "d_fake_acc" in evals:
-            rec["val/balance_gap"] = losses.balance_gap(evals["d_fake_acc"])
+        for suffix in ("", "_live"):  # _live: the live D's, beside its weight average
+            if "d_fake_acc" + suffix in evals:
+                rec["val/balance_gap" + suffix] = losses.balance_gap(evals["d_fake_acc" + suffix])
     return rec
 
 
@@ -478,6 +479,8 @@ def _init_from(cfg: Config, state: TrainState, mesh) -> TrainState:
     state = state.replace(**{p: put_replicated(jax.device_get(getattr(src, p)), mesh) for p in parts})
     if state.ae_ema is not None:  # the average starts where the AE starts
         state = state.replace(ae_ema=put_replicated(jax.device_get(src.ae_params), mesh))
+    if state.d_ema is not None and cfg.train.init_from_d:  # D's, where D starts
+        state = state.replace(d_ema=put_replicated(jax.device_get(src.d_params), mesh))
     _log(f"initialised {' and '.join(p[:-7].upper() for p in parts)} from {cfg.train.init_from}")
     return state
 
@@ -656,6 +659,11 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
                     "d_fake_acc": np.asarray(final_eval["d_fake_acc"]).tolist(),
                     "d_loss": float(final_eval["d_loss"]),
                     "balance_gap": losses.balance_gap(final_eval["d_fake_acc"]),
+                    # Under gan.d_ema the values above are D's weight average's; these the live D's.
+                    **({"d_real_acc_live": float(final_eval["d_real_acc_live"]),
+                        "d_fake_acc_live": np.asarray(final_eval["d_fake_acc_live"]).tolist(),
+                        "balance_gap_live": losses.balance_gap(final_eval["d_fake_acc_live"])}
+                       if "d_fake_acc_live" in final_eval else {}),
                     "adv_lambda": figures.adv_lambda(history[-1]) if history else None,
                     "stage_policy": cfg.gan.stage_policy,
                     "adv_weight_mode": cfg.gan.adv_weight_mode})
@@ -668,7 +676,9 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
 _LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_recon_loss_live": "val/recon_loss_live",
                      "val_psnr": "val/psnr",
                      "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
-                     "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap"}
+                     "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap",
+                     "d_real_acc_live": "val/d_real_acc_live", "d_fake_acc_live": "val/d_fake_acc_live",
+                     "balance_gap_live": "val/balance_gap_live"}
 
 
 def _last_epochs_mean(history: list[dict], n: int) -> dict:

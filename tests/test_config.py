@@ -100,6 +100,7 @@ def test_switching_dataset_brings_its_architecture():
     ({"train.ae_lr": -1}, "train.ae_lr"),
     ({"train.ae_ema": 1.0}, "train.ae_ema"),
     ({"train.ae_ema": -0.5}, "train.ae_ema"),
+    ({"gan.d_ema": 1.0}, "gan.d_ema"),
     ({"model.batch_chunks": 3}, "model.batch_chunks"),  # does not divide batch 128
     ({"model.batch_chunks": -1}, "model.batch_chunks"),
     ({"train.ae_stage_epochs": 2}, "train.ae_stage_epochs has no effect for family 'ae'"),

@@ -109,6 +109,38 @@ def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
     assert "recon_loss_live" not in live
 
 
+def test_d_weight_average_follows_d_and_is_the_d_eval_reads(key):
+    # The one program: D learns in the first steps, then the AE (D stands still).
+    cfg = rj.get_preset("mnist_aegan", {"gan.d_ema": 0.5, "train.batch_size": 8,
+                                        "gan.ae_pretrain_epochs": 0, "train.warmup_steps": 0,
+                                        "gan.threshold_ema": 0, "gan.threshold": 0.01})
+    assert rj.create_train_state(rj.get_preset("mnist_aegan"), key).d_ema is None  # off by default
+    assert rj.create_train_state(rj.get_preset("mnist_ae", {"gan.d_ema": 0.5}), key).d_ema is None
+    x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    step, ev = rj.make_train_step(cfg, steps_per_epoch=10), rj.make_eval_step(cfg)
+    state = rj.create_train_state(cfg, key)
+    host = lambda t: jax.tree.map(np.asarray, jax.device_get(t))  # noqa: E731 (the state is donated)
+    want, stages, n_d = host(state.d_params), [], 0
+    for _ in range(6):
+        stages.append(int(state.stage))
+        state, _ = step(state, x)
+        d = min(0.5, (1 + n_d) / (10 + n_d))  # ramped up over D's own updates
+        n_d += stages[-1] == rj.STAGE_D
+        want = jax.tree.map(lambda e, p: d * e + (1 - d) * p, want, host(state.d_params))
+    assert set(stages) == {rj.STAGE_D, rj.STAGE_AE}, stages  # D's steps and the AE's both count
+    assert n_d < 6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 host(state.d_ema), want)
+    both = host(ev(state, x))
+    averaged = host(ev(state.replace(d_params=state.d_ema, d_ema=None), x))
+    live = host(ev(state.replace(d_ema=None), x))
+    for k in ("d_loss", "d_real_acc", "d_fake_acc"):
+        np.testing.assert_allclose(both[k], averaged[k], rtol=1e-6)
+        np.testing.assert_allclose(both[k + "_live"], live[k], rtol=1e-6)  # the live D's beside
+        assert k + "_live" not in live
+    assert both["d_loss"] != pytest.approx(live["d_loss"])
+
+
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory, tiny_mnist):
     wd = tmp_path_factory.mktemp("src") / "ae"
@@ -170,27 +202,40 @@ def _records(wd):
             for l in (wd / "metrics.jsonl").read_text().splitlines() if l.strip()]
 
 
-def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tiny_mnist):
-    # An AE stage of 1 epoch, then the game with D's R1 penalty on: once straight, once as a
-    # branch of a run whose game had no penalty, from that run's checkpoint after its AE stage.
-    base = {**TINY, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 1,
-            "gan.threshold_ema": 0.5}
-    run = lambda wd, over: train_and_evaluate(rj.get_preset("mnist_aegan", {**base, **over}), wd,  # noqa: E731
-                                              data_dir=str(tiny_mnist), progress=False)
-    game = {"gan.r1_weight": 1.0, "train.epochs": 3}
-    straight = run(tmp_path / "straight", game)
-    run(tmp_path / "src", {"train.epochs": 2})
-    first = tmp_path / "src" / "checkpoints" / "4"  # 128 images / 32 = 4 steps: epoch 1
-    branch = run(tmp_path / "branch", {**game, "train.init_from": str(first),
+# An RAE-GAN (2 passes) whose first 2 of 3 epochs are the plain AE's stage.
+RAEGAN_STAGE = {**TINY, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 2,
+                "train.epochs": 3, "gan.threshold_ema": 0.5}
+
+
+@pytest.fixture(scope="module")
+def raegan_source(tmp_path_factory, tiny_mnist):
+    """The RAE-GAN above, without R1, keeping the checkpoint of its stage's end (epoch 2):
+    the source of a branch and of another family's AE stage."""
+    wd = tmp_path_factory.mktemp("raegan_src") / "raegan"
+    train_and_evaluate(rj.get_preset("mnist_aegan", {**RAEGAN_STAGE, "train.keep_epochs": "2"}),
+                       wd, data_dir=str(tiny_mnist), progress=False)
+    return wd
+
+
+def test_a_branch_continues_its_source_as_a_run_from_scratch_would(tmp_path, tiny_mnist,
+                                                                   raegan_source):
+    # The game with D's R1 penalty on: once straight, once as a branch of a run whose game
+    # had no penalty, from that run's checkpoint at the end of its AE stage.
+    run = lambda wd, over: train_and_evaluate(rj.get_preset("mnist_aegan", {**RAEGAN_STAGE, **over}),  # noqa: E731
+                                              wd, data_dir=str(tiny_mnist), progress=False)
+    straight = run(tmp_path / "straight", {"gan.r1_weight": 1.0})
+    stage_end = raegan_source / "checkpoints" / "8"  # 128 images / 32 = 4 steps an epoch
+    branch = run(tmp_path / "branch", {"gan.r1_weight": 1.0, "train.init_from": str(stage_end),
                                        "train.init_from_state": True})
     assert branch["val_recon_loss"] == straight["val_recon_loss"]
     assert branch["d_fake_acc"] == straight["d_fake_acc"]
     branch_recs = _records(tmp_path / "branch")
-    assert branch_recs[0].pop("copied_from") == str(tmp_path / "src")  # epoch 1 copied
+    for r in branch_recs[:2]:  # epochs 1-2 copied
+        assert r.pop("copied_from") == str(raegan_source)
     assert branch_recs == _records(tmp_path / "straight")
-    assert any(r.get("train/d_learns/d_r1", 0) > 0 for r in _records(tmp_path / "branch"))
-    # The source's own epoch 2 (no penalty) is not what the branch trained.
-    assert _records(tmp_path / "src")[1] != _records(tmp_path / "branch")[1]
+    assert branch_recs[2].get("train/d_learns/d_r1", 0) > 0
+    # The source's own epoch 3 (no penalty) is not what the branch trained.
+    assert _records(raegan_source)[2] != branch_recs[2]
 
 
 @pytest.mark.parametrize("over,match", [
@@ -311,20 +356,17 @@ def test_an_ae_stage_from_another_training_is_one_clear_error(tmp_path, tiny_mni
         rj.get_preset("cifar10_ae", {"train.ae_stage_from": str(stage_source)})  # no AE stage
 
 
-def test_a_run_with_a_longer_ae_stage_is_a_source_too(tmp_path, tiny_mnist):
+def test_a_run_with_a_longer_ae_stage_is_a_source_too(tmp_path, tiny_mnist, raegan_source):
     """An RAE-GAN's AE stage (2 epochs) stands in for an AE-GAN's (2 epochs): same AE, bit for
     bit; a source whose stage ends earlier than the run's is refused, naming both epochs."""
-    base = {**TINY, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 2,
-            "train.epochs": 3, "gan.threshold_ema": 0.5}
-    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_aegan", {**base, **o}), wd,  # noqa: E731
+    run = lambda wd, o: train_and_evaluate(rj.get_preset("mnist_aegan", {**RAEGAN_STAGE, **o}), wd,  # noqa: E731
                                            data_dir=str(tiny_mnist), progress=False)
-    run(tmp_path / "src", {"train.keep_epochs": "2"})
     aegan = {"model.family": "aegan", "model.passes": 1, "gan.r1_weight": 1.0}
     straight = run(tmp_path / "straight", aegan)
-    shared = run(tmp_path / "shared", {**aegan, "train.ae_stage_from": str(tmp_path / "src")})
+    shared = run(tmp_path / "shared", {**aegan, "train.ae_stage_from": str(raegan_source)})
     assert shared["val_recon_loss"] == straight["val_recon_loss"]
     assert shared["d_fake_acc"] == straight["d_fake_acc"]
     assert _records(tmp_path / "shared")[2] == _records(tmp_path / "straight")[2]
     with pytest.raises(rj.ConfigError, match="ends at epoch 2, before 3"):
         run(tmp_path / "longer", {**aegan, "train.ae_stage_epochs": 3, "train.epochs": 4,
-                                  "train.ae_stage_from": str(tmp_path / "src")})
+                                  "train.ae_stage_from": str(raegan_source)})

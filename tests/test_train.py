@@ -59,8 +59,9 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
     assert rj.config.from_dict(json.loads((w / "config.json").read_text())) == cfg
 
 
-@pytest.mark.parametrize("extra", [{}, {"train.ae_ema": 0.9, "train.ae_stage_epochs": 1}],
-                         ids=["plain", "weight_average_after_an_ae_stage"])
+@pytest.mark.parametrize("extra", [{}, {"train.ae_ema": 0.9, "gan.d_ema": 0.9,
+                                        "train.ae_stage_epochs": 1}],
+                         ids=["plain", "weight_averages_after_an_ae_stage"])
 def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist, extra):
     straight = cfg_for(**{"train.epochs": 3, **extra})
     train_and_evaluate(straight, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
@@ -71,7 +72,7 @@ def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist, extra):
                        data_dir=str(tiny_mnist), progress=False)
     train_and_evaluate(straight, tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
     a, b = final_state(straight, tmp_path / "a"), final_state(straight, tmp_path / "b")
-    assert (a.ae_ema is None) == (not extra)
+    assert (a.ae_ema is None) == (a.d_ema is None) == (not extra)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert strip_timing(read_metrics(tmp_path / "a")) == strip_timing(read_metrics(tmp_path / "b"))
@@ -128,11 +129,11 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(tmp_path, ti
         assert strip_timing(ref_metrics) == strip_timing(read_metrics(w)), damage
 
 
-@pytest.mark.parametrize("field", ["ctrl", "ae_ema"])
-def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, field):
-    """Checkpoints written before TrainState.ctrl (or .ae_ema) existed have no such field:
-    they resume (the field None) and end where an uninterrupted run ends, and nothing is
-    set aside."""
+@pytest.mark.parametrize("fields", [("ctrl",), ("ae_ema", "d_ema")])
+def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, fields):
+    """Checkpoints written before TrainState.ctrl (or .ae_ema, .d_ema) existed have no such
+    fields: they resume (the fields None) and end where an uninterrupted run ends, and
+    nothing is set aside."""
     import dataclasses
     import shutil
     # A run without a weight average, as every run was when its field did not exist.
@@ -150,7 +151,7 @@ def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, fi
     ckpt.close()
     ckpt = Checkpointer(w / "checkpoints")
     ckpt.save(step, {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-                     if f.name != field}, meta)
+                     if f.name not in fields}, meta)
     ckpt.close()
     train_and_evaluate(straight, w, data_dir=str(tiny_mnist), progress=False)
     assert not (w / "checkpoints_set_aside").exists()
