@@ -222,6 +222,10 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                "val_recon_loss_last3": stat("val_recon_loss", last3),
                # Under train.ae_ema the loss above is the weight average's; this the live AE's.
                "val_recon_loss_live": stat("val_recon_loss_live"),
+               # Under gan.d_ema D's numbers above are the weight average's; these the live D's.
+               "d_real_acc_live": stat("d_real_acc_live"), "d_fake_acc_live": stat("d_fake_acc_live"),
+               "balance_gap_live": stat("balance_gap_live"),
+               "balance_gap_live_last3": stat("balance_gap_live", last3),
                "adv_lambda": stat("adv_lambda"),
                "plateau_exit_steps": exits,
                "seeds_on_plateau": sum(s["on_plateau_at_end"] for s in seeds),
@@ -257,12 +261,17 @@ def table(rows: list[dict]) -> str:
             sets += f", init_from={r['init_from']}"
         d = "–" if r["d_real_acc"] is None else (
             f"{_pm(r['d_real_acc'], '{:.2f}')} / {_pm(r['d_fake_acc'], '{:.2f}')}")
+        if r.get("d_fake_acc_live"):
+            d += f" (live D: {_pm(r['d_real_acc_live'], '{:.2f}')} / {_pm(r['d_fake_acc_live'], '{:.2f}')})"
         exits = ", ".join("never" if x is None else str(x) for x in r["plateau_exit_steps"])
         live = f" (live AE: {_pm(r['val_recon_loss_live'])})" if r.get("val_recon_loss_live") else ""
         lines.append(f"| {r['name']} | `{r['preset']}` {sets} | {r['n']} | {_pm(r['val_recon_loss'])}{live} | "
                      f"{_pm(r['val_psnr'], '{:.2f}')} | {_pm(r['val_ssim'], '{:.3f}')} | {d} | {exits} | "
                      f"{r['seeds_on_plateau']}/{r['n']} |" + (
-                         f" {_pm(r['balance_gap'], '{:.2f}')}; {_pm(r['balance_gap_last3'], '{:.2f}')} | "
+                         f" {_pm(r['balance_gap'], '{:.2f}')}; {_pm(r['balance_gap_last3'], '{:.2f}')}"
+                         + (f" (live D: {_pm(r['balance_gap_live'], '{:.2f}')}; "
+                            f"{_pm(r['balance_gap_live_last3'], '{:.2f}')})" if r.get("balance_gap_live") else "")
+                         + " | "
                          f"{_pm(r['adv_lambda'], '{:.3g}')} |" if gan else ""))
     return "\n".join(lines)
 
@@ -308,6 +317,11 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
                     train_d_fake_acc=mean(prefix + "d_fake_acc", tail),
                     d_steps=mean("train/d_steps", tail),
                     stage_switches=mean("train/stage_switches", tail))
+                if "val/d_fake_acc_live" in evals[-1]:  # gan.d_ema: the live D's gap beside
+                    row.update(balance_gap_live=balance_gap(evals[-1]["val/d_fake_acc_live"]),
+                               balance_gap_live_last=float(np.mean(
+                                   [balance_gap(r["val/d_fake_acc_live"]) for r in evals[-last:]
+                                    if "val/d_fake_acc_live" in r])))
             out.append(row)
     return out
 
@@ -333,7 +347,9 @@ def seeds_table(rows: list[dict], last: int = 20) -> str:
             f"{f(r['d_real_acc_last3'], '{:.2f}')} / {f(r['d_fake_acc_last3'], '{:.2f}')} | "
             f"{f(r['d_fake_acc_last'], '{:.2f}')} | "
             f"{f(r['balance_gap'], '{:.2f}')}; {f(r['balance_gap_last3'], '{:.2f}')}; "
-            f"{f(r['balance_gap_last'], '{:.2f}')} | "
+            f"{f(r['balance_gap_last'], '{:.2f}')}"
+            + (f" (live D: {r['balance_gap_live']:.2f}; {r['balance_gap_live_last']:.2f})"
+               if "balance_gap_live" in r else "") + " | "
             f"{f(r['train_d_real_acc'], '{:.2f}')} / {f(r['train_d_fake_acc'], '{:.2f}')} | "
             f"{f(r['d_steps'], '{:.1f}')}, {f(r['stage_switches'], '{:.1f}')} |")
     return "\n".join(lines)

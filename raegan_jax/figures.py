@@ -124,9 +124,14 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     ev_epochs = [h["epoch"] for h in evald]
     ax.plot(ev_epochs, [h["val/d_real_acc"] for h in evald], "k-", label="real")
     for j in range(len(evald[0]["val/d_fake_acc"])):
-        ax.plot(ev_epochs, [h["val/d_fake_acc"][j] for h in evald], "-", label=f"fakes, pass {j + 1}")
+        line, = ax.plot(ev_epochs, [h["val/d_fake_acc"][j] for h in evald], "-",
+                        label=f"fakes, pass {j + 1}")
+        if "val/d_fake_acc_live" in evald[0]:  # gan.d_ema: the live D's, faint, beside
+            ax.plot(ev_epochs, [h["val/d_fake_acc_live"][j] for h in evald], ":", alpha=0.5,
+                    color=line.get_color(), label=f"live D: fakes, pass {j + 1}")
     ax.set_ylabel("discriminator accuracy")
-    ax.set_title("validation, end of epoch", fontsize=9)
+    ax.set_title("validation, end of epoch" + (" (D's weight average)" if "val/d_fake_acc_live"
+                                               in evald[0] else ""), fontsize=9)
     groups = [("d_sweep", "D sweep", "-"), ("game_sweep", "game sweep", "--"),
               ("d_learns", "steps D learned", "-"), ("ae_learns", "steps AE learned", "--")]
     for g, label, ls in groups:

@@ -374,14 +374,21 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
     assert "no run named x" in capsys.readouterr().err
 
 
-def test_sweep_table_sets_the_live_ae_beside_its_weight_average(tmp_path):
-    """Under ``train.ae_ema`` a run's summary holds the average's and the live AE's val
-    loss; ``sweep.py table`` gives both over the seeds, and only where the runs kept both."""
+def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_path):
+    """Under ``train.ae_ema`` (``gan.d_ema``) a run's summary holds the average's and the
+    live AE's val loss (D's accuracies and balance gap); ``sweep.py table`` gives both over
+    the seeds, and only where the runs kept both."""
     sweep = _experiment_script("sweep")
     spec = [{"name": "ema", "preset": "mnist_ae", "seeds": [0, 1]},
             {"name": "plain", "preset": "mnist_ae", "seeds": [0]}]
-    for name, seed, summ in (("ema", 0, {"val_recon_loss": [0.010], "val_recon_loss_live": [0.012]}),
-                             ("ema", 1, {"val_recon_loss": [0.020], "val_recon_loss_live": [0.016]}),
+    d = lambda real, fake, real_live, fake_live: {  # noqa: E731
+        "d_real_acc": real, "d_fake_acc": [fake], "balance_gap": abs(fake - 0.5),
+        "d_real_acc_live": real_live, "d_fake_acc_live": [fake_live],
+        "balance_gap_live": abs(fake_live - 0.5)}
+    for name, seed, summ in (("ema", 0, {"val_recon_loss": [0.010], "val_recon_loss_live": [0.012],
+                                         **d(0.5, 0.4, 0.9, 0.0)}),
+                             ("ema", 1, {"val_recon_loss": [0.020], "val_recon_loss_live": [0.016],
+                                         **d(0.7, 0.6, 0.1, 1.0)}),
                              ("plain", 0, {"val_recon_loss": [0.030]})):
         wd = tmp_path / name / f"seed{seed}"
         wd.mkdir(parents=True)
@@ -396,7 +403,9 @@ def test_sweep_table_sets_the_live_ae_beside_its_weight_average(tmp_path):
     assert plain["val_recon_loss_live"] is None
     lines = sweep.table([ema, plain]).splitlines()
     assert "0.0150 ± 0.0050 (live AE: 0.0140 ± 0.0020)" in lines[2]
-    assert "live AE" not in lines[3]
+    assert "0.60 ± 0.10 / 0.50 ± 0.10 (live D: 0.50 ± 0.40 / 0.50 ± 0.50)" in lines[2]
+    assert "0.10 ± 0.00; – (live D: 0.50 ± 0.00; –)" in lines[2]
+    assert "live AE" not in lines[3] and "live D" not in lines[3]
 
 def _write(path: pathlib.Path, obj) -> pathlib.Path:
     path.write_text(json.dumps(obj))
