@@ -35,6 +35,22 @@ def read_metrics(workdir):
     return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory, tiny_mnist):
+    """One epoch of the tiny plain AE (4 steps: checkpoint 4), trained once for the tests
+    that read such a run; a test that changes it works on a copy (:func:`copy_run`)."""
+    wd = tmp_path_factory.mktemp("ae_run") / "w"
+    summary = train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), wd,
+                                 data_dir=str(tiny_mnist), progress=False)
+    return wd, summary
+
+
+def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+    import shutil
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
 def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
     cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 2})
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
@@ -78,9 +94,8 @@ def test_resume_continues_to_the_same_parameters(tmp_path, tiny_mnist, extra):
     assert strip_timing(read_metrics(tmp_path / "a")) == strip_timing(read_metrics(tmp_path / "b"))
 
 
-def test_workdir_of_another_preset_is_refused(tmp_path, tiny_mnist):
-    train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), tmp_path, data_dir=str(tiny_mnist),
-                       progress=False)
+def test_workdir_of_another_preset_is_refused(tmp_path, tiny_mnist, ae_run):
+    copy_run(ae_run[0], tmp_path)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     with pytest.raises(WorkdirError, match="preset 'mnist_ae'"):
         train_and_evaluate(cfg_for("mnist_aegan"), tmp_path, data_dir=str(tiny_mnist), progress=False)
@@ -161,10 +176,9 @@ def test_a_checkpoint_from_before_a_later_field_resumes(tmp_path, tiny_mnist, fi
     assert strip_timing(read_metrics(tmp_path / "ref")) == strip_timing(read_metrics(w))
 
 
-def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist, capfd):
+def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist, capfd, ae_run):
     """Another model's checkpoint is not damage: it is refused, and nothing is moved."""
-    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
-    train_and_evaluate(cfg, tmp_path / "a", data_dir=str(tiny_mnist), progress=False)
+    copy_run(ae_run[0], tmp_path / "a")
     train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1, "model.latent_dim": 7}),
                        tmp_path / "b", data_dir=str(tiny_mnist), progress=False)
     import shutil
@@ -180,24 +194,21 @@ def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist, capfd
     assert "Traceback" not in out + err and "Event loop is closed" not in out + err
 
 
-def test_checkpoint_of_other_shapes_is_refused(tmp_path, tiny_mnist):
-    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
-    train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
-    ckpt = Checkpointer(tmp_path / "w" / "checkpoints")
+def test_checkpoint_of_other_shapes_is_refused(ae_run):
+    ckpt = Checkpointer(ae_run[0] / "checkpoints")
     other = rj.create_train_state(cfg_for("mnist_ae", **{"model.latent_dim": 7}), jax.random.key(0))
     with pytest.raises(CheckpointError, match="checkpoints/4"):
         ckpt.restore(4, other)
+    ckpt.close()
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_mnist):
-    good = cfg_for("mnist_ae", **{"train.epochs": 1})
-    train_and_evaluate(good, tmp_path, data_dir=str(tiny_mnist), progress=False)
-    # An absurd learning rate blows the loss up in the first epoch of a fresh run.
+def test_nan_stops_the_run_and_no_checkpoint_of_it_is_written(tmp_path, tiny_mnist):
+    # An absurd learning rate blows the loss up in the first epoch of a fresh run: no
+    # checkpoint of a diverged state is written.
     bad = cfg_for("mnist_ae", **{"train.epochs": 2, "train.ae_lr": 1e38})
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
         train_and_evaluate(bad, tmp_path / "bad", data_dir=str(tiny_mnist), progress=False)
     assert not list((tmp_path / "bad" / "checkpoints").iterdir())
-    assert (tmp_path / "checkpoints" / "4").exists()
 
 
 def test_phases_policy_runs_three_sweeps_per_epoch(tmp_path, tiny_mnist):
@@ -260,13 +271,12 @@ def _experiment_script(name: str):
     return module
 
 
-def test_val_spread_reproduces_the_runs_val_loss(tmp_path, tiny_mnist):
+def test_val_spread_reproduces_the_runs_val_loss(tiny_mnist, ae_run):
     """experiments/val_spread.py's per-image losses over the first N test images average
     to the val loss the run itself reported, and its draws are summarised consistently."""
     vs = _experiment_script("val_spread")
-    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
-    summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
-    _, loss = vs.per_image_loss(tmp_path / "w", str(tiny_mnist))
+    wd, summary = ae_run
+    _, loss = vs.per_image_loss(wd, str(tiny_mnist))
     assert loss.shape == (64,)  # every test image, not only the run's 40
     np.testing.assert_allclose(loss[:40].mean(), summary["val_recon_loss"][0], rtol=1e-5)
     s = vs.spread(loss, 16, draws=50)
@@ -412,7 +422,7 @@ def _write(path: pathlib.Path, obj) -> pathlib.Path:
     return path
 
 
-def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
+def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_run):
     """experiments/d_separation.py scores the run's own validation images with its D: the
     accuracies at logit 0 are the run's logged ones, and its AUC is the pairwise one."""
     ds = _experiment_script("d_separation")
@@ -421,7 +431,9 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
     pairs = (real[:, None] > fake[None]).mean() + 0.5 * (real[:, None] == fake[None]).mean()
     np.testing.assert_allclose(ds.auc(real, fake), pairs)
     np.testing.assert_allclose(ds.auc(np.round(real, 1), np.round(real, 1)), 0.5)
-    cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 1})
+    # Under gan.d_ema the run's D is its weight average: the script reads that one too.
+    cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 1,
+                                    "gan.d_ema": 0.9})
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
     _, real_l, fake_l, probes = ds.d_scores(tmp_path / "w", str(tiny_mnist), cues=True)
     assert real_l.shape == (40,) and fake_l.shape == (2, 40)  # the run's 40 test images
@@ -442,6 +454,4 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist):
     np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
     assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
     with pytest.raises(ValueError, match="no discriminator"):
-        train_and_evaluate(cfg_for("mnist_ae", **{"train.epochs": 1}), tmp_path / "ae",
-                           data_dir=str(tiny_mnist), progress=False)
-        ds.d_scores(tmp_path / "ae", str(tiny_mnist))
+        ds.d_scores(ae_run[0], str(tiny_mnist))
