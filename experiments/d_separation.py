@@ -78,7 +78,8 @@ def cue_images(x: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
 
 
 def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 512,
-             cues: bool = False, split: str = "test") -> tuple[dict, np.ndarray, np.ndarray, dict]:
+             cues: bool = False, split: str = "test", live: bool = False
+             ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """D's logits on the run's validation images and on every pass's reconstructions.
 
     Args:
@@ -87,6 +88,8 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
       batch: images per forward pass.
       cues: also score the probes of :func:`cue_images`.
       split: "test" (the run's validation images) or "train" (its training images).
+      live: score with the live D where the run keeps D's weight average (``gan.d_ema``),
+        whose scores are the default (the D the run evaluates).
 
     Returns:
       ``(run config dict, real logits [N], fake logits [passes, N], cues)`` with
@@ -113,7 +116,8 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
                                 for k, v in probes.items()}
 
     # The networks the run evaluates (their weight averages under train.ae_ema / gan.d_ema).
-    out = [scores(eval_params(state), eval_d_params(state), test[i:i + batch])
+    d_params = state.d_params if live else eval_d_params(state)
+    out = [scores(eval_params(state), d_params, test[i:i + batch])
            for i in range(0, len(test), batch)]
     real = np.concatenate([np.asarray(r, np.float64) for r, _, _ in out])
     fake = np.concatenate([np.asarray(f, np.float64) for _, f, _ in out], axis=1)
@@ -135,6 +139,8 @@ def separation(real: np.ndarray, fake: np.ndarray) -> dict:
     """The measures of the module docstring, from logits: real [N], fake [passes, N]."""
     prob = lambda z: 1.0 / (1.0 + np.exp(-z))
     return {"d_real_acc": float((real > 0).mean()),
+            # How much D's verdict varies from image to image (0: one logit for all).
+            "logit_std_real": float(real.std()),
             "d_fake_acc": (fake <= 0).mean(axis=1).tolist(),  # the run's own rule (losses.py)
             "d_real_prob": float(prob(real).mean()),
             "d_fake_prob": prob(fake).mean(axis=1).tolist(),
@@ -149,19 +155,23 @@ def main() -> None:
                     help="also score altered reals and real/fake hybrids: what does D read?")
     ap.add_argument("--train", action="store_true",
                     help="also score the training images: has D learnt its reals?")
+    ap.add_argument("--live", action="store_true",
+                    help="score with the live D of a run that keeps D's weight average (gan.d_ema)")
     ap.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     a = ap.parse_args()
     f = lambda v: "/".join(f"{x:.2f}" for x in v)
-    print("| run | D acc real / fakes per pass | D's mean P(real): reals / fakes per pass | AUC per pass |")
-    print("|---|---|---|---|")
+    print("| run | D acc real / fakes per pass | D's mean P(real): reals / fakes per pass | AUC per pass "
+          "| std of D's logit on reals |")
+    print("|---|---|---|---|---|")
     rows, cue_lines, train_lines = {}, [], []
     for wd in a.workdirs:
-        _, real, fake, probes = d_scores(wd, a.data_dir, cues=a.cues)
+        _, real, fake, probes = d_scores(wd, a.data_dir, cues=a.cues, live=a.live)
         s = rows[str(wd)] = separation(real, fake)
         print(f"| {wd} | {s['d_real_acc']:.2f} / {f(s['d_fake_acc'])} | "
-              f"{s['d_real_prob']:.2f} / {f(s['d_fake_prob'])} | {f(s['auc'])} |", flush=True)
+              f"{s['d_real_prob']:.2f} / {f(s['d_fake_prob'])} | {f(s['auc'])} | "
+              f"{s['logit_std_real']:.3f} |", flush=True)
         if a.train:
-            _, real_tr, fake_tr, _ = d_scores(wd, a.data_dir, split="train")
+            _, real_tr, fake_tr, _ = d_scores(wd, a.data_dir, split="train", live=a.live)
             s["train"] = separation(real_tr, fake_tr)
             s["train"]["auc_train_vs_val_reals"] = auc(real_tr, real)
             train_lines.append(f"| {wd} | {s['train']['d_real_acc']:.2f} / "

@@ -452,6 +452,10 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
     s = ds.separation(real_l, fake_l)
     np.testing.assert_allclose(s["d_real_acc"], summary["d_real_acc"], atol=1e-6)
     np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
+    live = ds.separation(*ds.d_scores(tmp_path / "w", str(tiny_mnist), live=True)[1:3])
+    np.testing.assert_allclose(live["d_real_acc"], summary["d_real_acc_live"], atol=1e-6)
+    np.testing.assert_allclose(live["d_fake_acc"], summary["d_fake_acc_live"], atol=1e-6)
+    assert live["logit_std_real"] != s["logit_std_real"]  # two Ds
     assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
     with pytest.raises(ValueError, match="no discriminator"):
         ds.d_scores(ae_run[0], str(tiny_mnist))
