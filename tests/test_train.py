@@ -202,13 +202,15 @@ def test_checkpoint_of_other_shapes_is_refused(ae_run):
     ckpt.close()
 
 
-def test_nan_stops_the_run_and_no_checkpoint_of_it_is_written(tmp_path, tiny_mnist):
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_mnist, ae_run):
+    copy_run(ae_run[0], tmp_path)  # a good run's checkpoint beside the one that diverges
     # An absurd learning rate blows the loss up in the first epoch of a fresh run: no
-    # checkpoint of a diverged state is written.
+    # checkpoint of a diverged state is written, and the good one stays.
     bad = cfg_for("mnist_ae", **{"train.epochs": 2, "train.ae_lr": 1e38})
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
         train_and_evaluate(bad, tmp_path / "bad", data_dir=str(tiny_mnist), progress=False)
     assert not list((tmp_path / "bad" / "checkpoints").iterdir())
+    assert (tmp_path / "checkpoints" / "4").exists()
 
 
 def test_phases_policy_runs_three_sweeps_per_epoch(tmp_path, tiny_mnist):
