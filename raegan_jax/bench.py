@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-chain", dest="chain", action="store_false",
                    help="--report: cost every preset's AE stage itself, as a run alone trains it "
                         "(default: as experiments/run_report.sh chains them)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="", help="write NAME.json and NAME.md (default: print only)")
     args = p.parse_args(argv)
     overrides = dict(s.split("=", 1) for s in args.sets)

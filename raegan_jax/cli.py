@@ -34,23 +34,21 @@ def _quiet() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``raegan`` command. Returns the exit code."""
-    argv = sys.argv[1:] if argv is None else argv
-    if "jax" not in sys.modules:  # opt-in virtual CPU devices (RAEGAN_CPU_DEVICES, see _env.py)
-        from raegan_jax._env import cpu_device_flags
-        cpu_device_flags()
-    if argv[:1] == ["bench"]:  # its own options (argparse.REMAINDER would drop them)
-        _quiet()
-        from raegan_jax.bench import main as bench_main
-        return bench_main(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
+    """The ``raegan`` command's parser (``bench`` parses its own options).
+
+    Returns:
+      An ``argparse.ArgumentParser`` with the ``train``, ``presets`` and ``bench`` subcommands.
+    """
     parser = argparse.ArgumentParser(prog="raegan", description="RAE-GAN in JAX/Flax")
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and evaluate a preset (resumes if the workdir holds it)")
     t.add_argument("--preset", default="mnist_ae", help="one of `raegan presets` (default mnist_ae)")
     t.add_argument("--workdir", required=True, help="where checkpoints, metrics and figures go")
-    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set model.passes=3 (repeatable)")
+    # extend + nargs: `--set a=1 b=2` and `--set a=1 --set b=2` both work, as the README writes both.
+    t.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. --set model.passes=3 train.epochs=10 "
+                        "(repeatable)")
     t.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = t.add_argument_group(
@@ -62,6 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("bench", help="time the jitted train steps; `raegan bench --help`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``raegan`` command. Returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "jax" not in sys.modules:  # opt-in virtual CPU devices (RAEGAN_CPU_DEVICES, see _env.py)
+        from raegan_jax._env import cpu_device_flags
+        cpu_device_flags()
+    if argv[:1] == ["bench"]:  # its own options (argparse.REMAINDER would drop them)
+        _quiet()
+        from raegan_jax.bench import main as bench_main
+        return bench_main(argv[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
     _quiet()
 

@@ -1,12 +1,16 @@
 """Bad input on the command line: one clear line, exit code 2, no traceback."""
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
+from raegan_jax.cli import _parse_sets, build_parser
+from raegan_jax.config import PRESETS, ConfigError, get_preset
 
 
 def raegan(*args, cwd=None):
@@ -22,6 +26,8 @@ def raegan(*args, cwd=None):
     (["--set", "gan.threshold=2"], "gan.threshold must be in (0, 1)"),
     (["--set", "train.batch_size=abc"], "train.batch_size: cannot use 'abc'"),
     (["--set", "nonsense"], "--set expects key=value"),
+    # one --set with several values: the second is read (argparse used to reject it)
+    (["--set", "train.epochs=3", "gan.threshold=2"], "gan.threshold must be in (0, 1)"),
     (["--data-dir", "/nonexistent/raegan"], "--data-dir /nonexistent/raegan is not a directory"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, needle):
@@ -46,3 +52,29 @@ def test_presets_listed():
     res = raegan("presets")
     assert res.returncode == 0
     assert all(p in res.stdout for p in ("mnist_ae", "cifar10_rae", "cifar10_raegan"))
+
+
+def _readme_set_spans() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    spans = re.findall(r"`([^`]*--set [^`]*)`", text)
+    return [" ".join(s.split()) for s in spans if "section.field" not in s]
+
+
+def test_every_set_in_the_readme_is_a_valid_override():
+    """Each `--set ...` the README tells a user to type parses and some preset accepts it."""
+    spans = _readme_set_spans()
+    assert len(spans) > 15
+    for span in spans:
+        tokens = shlex.split(span.split("&&")[-1])
+        tokens = tokens[tokens.index("--set"):]
+        args = build_parser().parse_args(["train", "--workdir", "w", *tokens])
+        sets = _parse_sets(args.sets)
+        assert len(sets) == span.count("="), span  # every key=value was read, none dropped
+        accepted = []
+        for name in PRESETS:
+            try:
+                get_preset(name, sets)
+                accepted.append(name)
+            except ConfigError:
+                pass
+        assert accepted, f"no preset accepts the README's {span!r}"
