@@ -454,10 +454,23 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
     s = ds.separation(real_l, fake_l)
     np.testing.assert_allclose(s["d_real_acc"], summary["d_real_acc"], atol=1e-6)
     np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
-    live = ds.separation(*ds.d_scores(tmp_path / "w", str(tiny_mnist), live=True)[1:3])
+    live_l = ds.d_scores(tmp_path / "w", str(tiny_mnist), live=True)[1:3]
+    live = ds.separation(*live_l)
     np.testing.assert_allclose(live["d_real_acc"], summary["d_real_acc_live"], atol=1e-6)
     np.testing.assert_allclose(live["d_fake_acc"], summary["d_fake_acc_live"], atol=1e-6)
     assert live["logit_std_real"] != s["logit_std_real"]  # two Ds
     assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
     with pytest.raises(ValueError, match="no discriminator"):
         ds.d_scores(ae_run[0], str(tiny_mnist))
+    # experiments/d_jitter.py: D's further updates from the same checkpoint, at two rates.
+    dj = _experiment_script("d_jitter")
+    res = dj.jitter(tmp_path / "w", [None, 1e-6], updates=3, probe=40, data_dir=str(tiny_mnist))
+    own, slow = res["0.001"], res["1e-06"]  # the run's own train.d_lr, then the one asked for
+    assert len(own["mean_logit"]) == len(slow["mean_logit"]) == 4
+    np.testing.assert_allclose(own["mean_logit"][0], slow["mean_logit"][0])  # one checkpoint
+    np.testing.assert_allclose(  # the live D's logits on the 40 test images and their fakes
+        own["mean_logit"][0], np.concatenate([live_l[0], live_l[1].ravel()]).mean(), rtol=1e-5)
+    assert own["step"] > 100 * slow["step"] > 0  # Adam's move scales with its rate
+    np.testing.assert_allclose(own["ratio"], own["step"] / own["spread"])
+    assert 0.0 <= own["in_band"] <= 1.0 and 0.0 <= own["auc_end"] <= 1.0
+    assert own["auc_start"] == slow["auc_start"]  # both from the checkpoint
