@@ -313,6 +313,14 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
                     d_fake_acc_last=mean("val/d_fake_acc", evals[-last:]),
                     balance_gap_last=float(np.mean([balance_gap(r["val/d_fake_acc"])
                                                     for r in evals[-last:]])),
+                    # How often a snapshot of D was inside the band (every pass's
+                    # fakes at 0.5 +- 0.1) or at an extreme (a pass at <= 0.1 or >= 0.9,
+                    # D's bias calling nearly every image one thing), of the last evaluations.
+                    in_band_last=sum(balance_gap(r["val/d_fake_acc"]) <= 0.1 + 1e-9
+                                     for r in evals[-last:]),
+                    extreme_last=sum(balance_gap(r["val/d_fake_acc"]) >= 0.4 - 1e-9
+                                     for r in evals[-last:]),
+                    evals_last=len(evals[-last:]),
                     train_d_real_acc=mean(prefix + "d_real_acc", tail),
                     train_d_fake_acc=mean(prefix + "d_fake_acc", tail),
                     d_steps=mean("train/d_steps", tail),
@@ -331,7 +339,8 @@ def seeds_table(rows: list[dict], last: int = 20) -> str:
     f = lambda v, fmt: "–" if v is None else (
         "/".join(fmt.format(x) for x in v) if isinstance(v, list) else fmt.format(v))
     lines = ["| run | seed | epoch | val loss per pass; last 3 epochs | D acc real / fakes (val); "
-             f"last 3 epochs | D acc fakes (val), last {last} epochs | balance gap; last 3; last {last} epochs | "
+             f"last 3 epochs | D acc fakes (val), last {last} epochs | balance gap; last 3; last {last} epochs "
+             f"(epochs in 0.5 ± 0.1 / at an extreme) | "
              f"D acc real / fakes, training batches, "
              f"last {last} epochs | D steps, stage switches per epoch, last {last} epochs |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -347,7 +356,8 @@ def seeds_table(rows: list[dict], last: int = 20) -> str:
             f"{f(r['d_real_acc_last3'], '{:.2f}')} / {f(r['d_fake_acc_last3'], '{:.2f}')} | "
             f"{f(r['d_fake_acc_last'], '{:.2f}')} | "
             f"{f(r['balance_gap'], '{:.2f}')}; {f(r['balance_gap_last3'], '{:.2f}')}; "
-            f"{f(r['balance_gap_last'], '{:.2f}')}"
+            f"{f(r['balance_gap_last'], '{:.2f}')} "
+            f"({r['in_band_last']} / {r['extreme_last']} of {r['evals_last']})"
             + (f" (live D: {r['balance_gap_live']:.2f}; {r['balance_gap_live_last']:.2f})"
                if "balance_gap_live" in r else "") + " | "
             f"{f(r['train_d_real_acc'], '{:.2f}')} / {f(r['train_d_fake_acc'], '{:.2f}')} | "

@@ -369,12 +369,17 @@ def test_sweep_seeds_reads_every_seed_finished_or_not(tmp_path, capsys):
     np.testing.assert_allclose(done["balance_gap"], 0.4)  # |0.9 - 0.5|
     np.testing.assert_allclose(done["balance_gap_last3"], 0.3)  # mean of 0.2, 0.3, 0.4
     np.testing.assert_allclose(done["balance_gap_last"], 0.35)  # epochs 3, 4 (last=2)
+    # epochs 3, 4: fakes at 0.8 and 0.9, neither in 0.5 +- 0.1, the second at an extreme
+    assert (done["in_band_last"], done["extreme_last"], done["evals_last"]) == (0, 1, 2)
+    early = sweep.per_seed(spec, tmp_path, last=4)[1]  # seed 1: epochs 1, 2 (0.6 and 0.7)
+    assert (early["in_band_last"], early["extreme_last"], early["evals_last"]) == (1, 0, 2)
     np.testing.assert_allclose(done["train_d_real_acc"], 0.7)
     np.testing.assert_allclose(done["d_steps"], 3.5)
     assert sweep.main(["seeds", str(_write(tmp_path / "spec.json", spec)), "--runs", str(tmp_path),
                        "--last", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and out[2].startswith("| g | 0 | 4/4 |") and "2/4 (running" in out[3]
+    assert "0.35 (0 / 1 of 2)" in out[2]
     # --only picks the rows of the reports too, and names a typo.
     two = _write(tmp_path / "two.json", spec + [{"name": "h", "preset": "mnist_aegan", "seeds": [0]}])
     for only, n_rows in (("g", 2), ("h", 0)):  # h never ran: no rows, and none of g's
