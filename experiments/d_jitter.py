@@ -41,14 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax import data
-from raegan_jax.checkpoint import load_params
-from raegan_jax.config import from_dict
 from raegan_jax.models import to_images
-from raegan_jax.state import create_train_state
 from raegan_jax.steps import ae_logits, bind, d_logits, d_update, pass_index, steps_per_epoch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from d_separation import auc  # noqa: E402  (a script beside this one)
+from d_separation import auc, load_gan_run  # noqa: E402  (a script beside this one)
 
 
 def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
@@ -71,10 +68,7 @@ def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
     Raises:
       ValueError: the run is not of a GAN family.
     """
-    cfg_d, state0 = load_params(workdir, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
-    cfg = from_dict(cfg_d)
-    if not cfg.is_gan:
-        raise ValueError(f"{workdir}: a {cfg.model.family!r} run has no discriminator")
+    _, cfg, state0 = load_gan_run(workdir)
     ds = data.load(cfg, data_dir)
     spe = steps_per_epoch(cfg, len(ds.train.images))
     bs = cfg.train.batch_size

@@ -41,9 +41,9 @@ from scipy.stats import rankdata
 
 from raegan_jax import data
 from raegan_jax.checkpoint import load_params
-from raegan_jax.config import from_dict
+from raegan_jax.config import Config, from_dict
 from raegan_jax.models import to_images
-from raegan_jax.state import create_train_state, eval_d_params, eval_params
+from raegan_jax.state import TrainState, create_train_state, eval_d_params, eval_params
 from raegan_jax.steps import ae_logits, bind, d_logits
 
 
@@ -77,6 +77,19 @@ def cue_images(x: jax.Array, fake: jax.Array) -> dict[str, jax.Array]:
             "fake mean colour": x - mean(x) + mean(fake)}
 
 
+def load_gan_run(workdir: pathlib.Path) -> tuple[dict, Config, TrainState]:
+    """A GAN run's config (as saved, and parsed) and its newest checkpoint's train state.
+
+    Raises:
+      ValueError: the run is not of a GAN family.
+    """
+    cfg_d, state = load_params(workdir, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
+    cfg = from_dict(cfg_d)
+    if not cfg.is_gan:
+        raise ValueError(f"{workdir}: a {cfg.model.family!r} run has no discriminator")
+    return cfg_d, cfg, state
+
+
 def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 512,
              cues: bool = False, split: str = "test", live: bool = False
              ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
@@ -99,10 +112,7 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
     Raises:
       ValueError: the run is not of a GAN family.
     """
-    cfg_d, state = load_params(workdir, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
-    cfg = from_dict(cfg_d)
-    if not cfg.is_gan:
-        raise ValueError(f"{workdir}: a {cfg.model.family!r} run has no discriminator")
+    cfg_d, cfg, state = load_gan_run(workdir)
     test = getattr(data.load(cfg, data_dir), split).images
     b = bind(cfg)
 
