@@ -300,6 +300,7 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
                 mean = lambda key, rs: np.mean([r[key] for r in rs if key in r], 0).tolist() \
                     if any(key in r for r in rs) else None
                 prefix = "train/d_sweep/" if "train/d_sweep/d_real_acc" in tail[-1] else "train/"
+                gaps = [balance_gap(r["val/d_fake_acc"]) for r in evals[-last:]]
                 row.update(
                     d_real_acc=evals[-1]["val/d_real_acc"], d_fake_acc=evals[-1]["val/d_fake_acc"],
                     # From the accuracies: runs older than the balance_gap metric have them.
@@ -311,16 +312,13 @@ def per_seed(spec: list[dict], runs: pathlib.Path, last: int = 20) -> list[dict]
                     # epochs (the game flips stage 10-20 times an epoch; each evaluation is
                     # a snapshot of one phase of it).
                     d_fake_acc_last=mean("val/d_fake_acc", evals[-last:]),
-                    balance_gap_last=float(np.mean([balance_gap(r["val/d_fake_acc"])
-                                                    for r in evals[-last:]])),
+                    balance_gap_last=float(np.mean(gaps)),
                     # How often a snapshot of D was inside the band (every pass's
                     # fakes at 0.5 +- 0.1) or at an extreme (a pass at <= 0.1 or >= 0.9,
                     # D's bias calling nearly every image one thing), of the last evaluations.
-                    in_band_last=sum(balance_gap(r["val/d_fake_acc"]) <= 0.1 + 1e-9
-                                     for r in evals[-last:]),
-                    extreme_last=sum(balance_gap(r["val/d_fake_acc"]) >= 0.4 - 1e-9
-                                     for r in evals[-last:]),
-                    evals_last=len(evals[-last:]),
+                    in_band_last=sum(g <= 0.1 + 1e-9 for g in gaps),
+                    extreme_last=sum(g >= 0.4 - 1e-9 for g in gaps),
+                    evals_last=len(gaps),
                     train_d_real_acc=mean(prefix + "d_real_acc", tail),
                     train_d_fake_acc=mean(prefix + "d_fake_acc", tail),
                     d_steps=mean("train/d_steps", tail),
