@@ -11,9 +11,9 @@ It loads a run's newest checkpoint (both networks and D's optimizer state), free
 and lets D take ``--updates`` more updates exactly as in its own stage (``steps.d_update``:
 real training batches against their reconstructions, D's own Adam state and rate; R1 if
 the run has it). After every update it scores a fixed probe set (the first ``--probe``
-validation images and every pass's reconstructions of them) and reports, per D learning
-rate asked for (``--d-lr``, default: the run's own), for the live D (not a weight average
-kept under ``gan.d_ema``):
+validation images and every pass's reconstructions of them) and reports, per D Adam
+setting asked for (``--d-lr``, ``--d-eps``, ``--d-b1``: every combination; default: the
+run's own), for the live D (not a weight average kept under ``gan.d_ema``):
 
 - ``step``: the median over updates of |change of D's mean logit on the probe set|;
 - ``spread``: the median over updates of the std of D's logit over the probe reals;
@@ -23,15 +23,17 @@ kept under ``gan.d_ema``):
   (the issue's target), and the AUC of the probe reals against the pass-1 fakes at the
   checkpoint and after the updates (D learning against a frozen AE separates it further).
 
-Every rate starts from the same checkpoint and sees the same batches.
+Every setting starts from the same checkpoint and sees the same batches.
 
-    python experiments/d_jitter.py RUN [RUN ...] [--updates 100] [--d-lr 1e-3,1e-4] [--json OUT]
+    python experiments/d_jitter.py RUN [RUN ...] [--updates 100] [--d-lr 1e-3,1e-4]
+        [--d-eps 1e-8,1e-4] [--d-b1 0.9,0.5] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import pathlib
 import sys
@@ -49,20 +51,25 @@ from d_separation import auc, load_gan_run  # noqa: E402  (a script beside this 
 
 
 def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
-           probe: int = 512, seed: int = 0, data_dir: str | None = None) -> dict:
+           probe: int = 512, seed: int = 0, data_dir: str | None = None,
+           d_eps: list[float | None] = (None,), d_b1: list[float | None] = (None,)) -> dict:
     """D's per-update move and its logit spread, from a run's newest checkpoint.
 
     Args:
       workdir: a GAN run with a checkpoint.
       d_lrs: D's Adam rates to continue with (None: the run's own ``train.d_lr``).
+      d_eps, d_b1: D's Adam eps and b1 to continue with (None: the run's own); every
+        combination of a rate, an eps and a b1 is measured. The checkpoint's Adam moments
+        carry over (their shapes do not depend on these).
       updates: how many D updates to take from the checkpoint.
       probe: how many validation images (and their fakes) to score after each update.
       seed: draws the training batches (the same for every rate).
       data_dir: where the raw data is (default: the run's own lookup).
 
     Returns:
-      ``{str(lr): {"step", "spread", "ratio", "in_band", "auc_start", "auc_end",
-      "mean_logit"}}``
+      ``{key: {"step", "spread", "ratio", "in_band", "auc_start", "auc_end",
+      "mean_logit"}}``, ``key`` = ``str(lr)``, then ``" eps=E"`` and ``" b1=B"`` where
+      those were asked for
       (``mean_logit``: [updates + 1] D's mean logit on the probe set, from the checkpoint on).
 
     Raises:
@@ -77,9 +84,11 @@ def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
                for _ in range(updates)]
     x_probe = jnp.asarray(ds.test.images[:probe], jnp.float32) / 255.0
     out = {}
-    for lr in d_lrs:
-        run_cfg = cfg if lr is None else dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, d_lr=lr))
+    for lr, eps, b1 in itertools.product(d_lrs, d_eps, d_b1):
+        asked = {k: v for k, v in (("d_lr", lr), ("d_eps", eps), ("d_b1", b1)) if v is not None}
+        run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **asked))
+        key = str(run_cfg.train.d_lr) + (f" eps={eps}" if eps is not None else "") + (
+            f" b1={b1}" if b1 is not None else "")
         b = bind(run_cfg, spe)
 
         # The AE is frozen: its reconstructions of the probe images are computed once.
@@ -108,7 +117,7 @@ def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
                 st = update(st, jnp.asarray(batches[i]))
         step = float(np.median(np.abs(np.diff(means))))
         spread = float(np.median(spreads))
-        out[str(run_cfg.train.d_lr)] = {
+        out[key] = {
             "step": step, "spread": spread, "ratio": step / spread,
             "in_band": float(np.mean(in_band[1:])), "auc_start": auc_start,
             "auc_end": auc(real_l, fake_l[0]),
@@ -122,17 +131,21 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=100)
     ap.add_argument("--probe", type=int, default=512)
     ap.add_argument("--d-lr", default="", help="comma-separated D rates (default: the run's own)")
+    ap.add_argument("--d-eps", default="", help="comma-separated D Adam eps (default: the run's own)")
+    ap.add_argument("--d-b1", default="", help="comma-separated D Adam b1 (default: the run's own)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     a = ap.parse_args()
-    lrs = [float(v) for v in a.d_lr.split(",") if v] or [None]
-    print("| run | D lr | one update's move of D's mean logit (median) | spread of D's logit over "
+    lrs, eps, b1 = ([float(v) for v in arg.split(",") if v] or [None]
+                    for arg in (a.d_lr, a.d_eps, a.d_b1))
+    print("| run | D's Adam | one update's move of D's mean logit (median) | spread of D's logit over "
           "the reals (median) | move / spread | updates with every pass's fakes in 0.5 ± 0.1 "
           "| AUC: checkpoint, after the updates |")
     print("|---|---|---|---|---|---|---|")
     rows = {}
     for wd in a.workdirs:
-        res = rows[str(wd)] = jitter(wd, lrs, a.updates, a.probe, data_dir=a.data_dir)
+        res = rows[str(wd)] = jitter(wd, lrs, a.updates, a.probe, data_dir=a.data_dir,
+                                     d_eps=eps, d_b1=b1)
         for lr, r in res.items():
             print(f"| {wd} | {lr} | {r['step']:.4f} | {r['spread']:.4f} | {r['ratio']:.2f} | "
                   f"{r['in_band']:.2f} | {r['auc_start']:.2f}, {r['auc_end']:.2f} |", flush=True)

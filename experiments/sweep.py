@@ -1,6 +1,6 @@
 """Runs a set of `raegan train` runs over seeds, in parallel, and tabulates them.
 
-    python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--set K=V]
+    python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--seeds N ...] [--set K=V]
     python experiments/sweep.py table SPEC.json --runs DIR [--json OUT.json]
     python experiments/sweep.py seeds SPEC.json --runs DIR [--last 20]
     python experiments/sweep.py frontier SPEC.json --runs DIR --out FIG.png
@@ -94,9 +94,13 @@ def branch_checkpoint(src: pathlib.Path, epoch: int) -> pathlib.Path:
     return path
 
 
-def select(spec: list[dict], only: list[str] | None) -> list[tuple[dict, int]]:
+def select(spec: list[dict], only: list[str] | None,
+           seeds: list[int] | None = None) -> list[tuple[dict, int]]:
     """The (entry, seed) pairs to run: every one of ``spec``, or those of the entries
-    named in ``only``.
+    named in ``only`` and, for each of their seeds, the runs they start from (a source
+    of the same seed, however deep the chain); of all their seeds, those in ``seeds`` if
+    given (a seed added to an entry later runs without its earlier seeds, whose workdirs
+    may live elsewhere).
 
     Raises:
       ValueError: a name in ``only`` that no entry has (a typo would otherwise run nothing).
@@ -106,13 +110,22 @@ def select(spec: list[dict], only: list[str] | None) -> list[tuple[dict, int]]:
     if unknown:
         raise ValueError(f"--only: no run named {', '.join(unknown)} in the spec; "
                          f"its runs are: {', '.join(names)}")
-    return [(e, s) for e in spec if not only or e["name"] in only for s in e.get("seeds", [0])]
+    by_name = {e["name"]: e for e in spec}
+    wanted = {(e["name"], s) for e in spec if not only or e["name"] in only
+              for s in e.get("seeds", [0]) if seeds is None or s in seeds}
+    for name, s in list(wanted):  # follow each chain of sources back to its start
+        src = _source(by_name[name])
+        while src is not None and src in by_name:
+            wanted.add((src, s))
+            src = _source(by_name[src])
+    return [(e, s) for e in spec for s in sorted({s for n, s in wanted if n == e["name"]})]
 
 
 def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
-        extra: list[str] = ()) -> int:
-    """Trains every (run, seed) of ``spec`` not yet finished, ``jobs`` at a time."""
-    todo = select(spec, only)
+        extra: list[str] = (), seeds: list[int] | None = None) -> int:
+    """Trains every (run, seed) of ``spec`` not yet finished, ``jobs`` at a time (of
+    ``seeds`` only, if given)."""
+    todo = select(spec, only, seeds)
     done_events = {(e["name"], s): threading.Event() for e, s in todo}
     failures = []
 
@@ -381,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     # "extend": `--only a b` and `--only a --only b` both select a and b.
     p.add_argument("--only", nargs="+", action="extend", metavar="NAME",
                    help="only these entries of the spec (run, and the rows of table, seeds, frontier)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                   help="run: only these seeds of the selected entries")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
@@ -395,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if a.action == "run":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
-        return run(spec, a.runs, a.jobs, a.only, a.sets)  # the named entries' sources run too
+        return run(spec, a.runs, a.jobs, a.only, a.sets, a.seeds)  # the named entries' sources run too
     if a.only:
         spec = [e for e in spec if e["name"] in a.only]
     if a.action == "seeds":

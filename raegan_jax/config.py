@@ -78,6 +78,12 @@ class TrainConfig:
     batch_size: int = 128
     ae_lr: float = 5e-3  # peak learning rates (Adam) of the AE and D
     d_lr: float = 1e-3
+    # D's Adam moments: b1 (0.5 in DCGAN) and eps. Adam's normalised step moves D's
+    # bias by about d_lr per update even where D sits at chance and its gradient is tiny;
+    # an eps of the order of that gradient turns those steps back into small ones
+    # (experiments/d_jitter.py measures the move against the spread of D's logits).
+    d_b1: float = 0.9
+    d_eps: float = 1e-8
     # Learning-rate schedule of both optimizers (optax), over each network's own
     # updates: "constant" (after warmup_steps of linear warm-up from 0), or
     # "cosine" (warm-up, then cosine decay to 0 over decay_steps; 0 = the whole
@@ -558,6 +564,8 @@ def validate(cfg: Config) -> None:
                f"({d.train_examples}) must be at least train.batch_size ({t.batch_size})")
     _check(t.ae_lr > 0, "train.ae_lr", f"must be > 0, got {t.ae_lr}")
     _check(t.d_lr > 0, "train.d_lr", f"must be > 0, got {t.d_lr}")
+    _check(0 <= t.d_b1 < 1, "train.d_b1", f"must be in [0, 1), got {t.d_b1}")
+    _check(t.d_eps > 0, "train.d_eps", f"must be > 0, got {t.d_eps}")
     _check(t.lr_schedule in ("constant", "cosine"), "train.lr_schedule",
            f"must be 'constant' or 'cosine', got {t.lr_schedule!r}")
     _check(t.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")

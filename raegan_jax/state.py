@@ -114,17 +114,18 @@ def learning_rate(cfg: Config, peak: float, steps_per_epoch: int | None = None) 
 
 def make_optimizers(cfg: Config, steps_per_epoch: int | None = None
                     ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Returns ``(ae_tx, d_tx)``: Adam at ``train.ae_lr`` and ``train.d_lr`` (5e-3, 1e-3).
+    """Returns ``(ae_tx, d_tx)``: Adam at ``train.ae_lr`` and ``train.d_lr`` (5e-3, 1e-3),
+    D's with its own moments ``train.d_b1`` and ``train.d_eps``.
 
     Each follows :func:`learning_rate`'s schedule and, if
     ``train.grad_clip_norm`` > 0, clips its gradient to that global norm first.
     """
-    def tx(peak):
-        adam = optax.adam(learning_rate(cfg, peak, steps_per_epoch))
+    def tx(peak, **adam_kw):
+        adam = optax.adam(learning_rate(cfg, peak, steps_per_epoch), **adam_kw)
         clip = cfg.train.grad_clip_norm
         return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
 
-    return tx(cfg.train.ae_lr), tx(cfg.train.d_lr)
+    return tx(cfg.train.ae_lr), tx(cfg.train.d_lr, b1=cfg.train.d_b1, eps=cfg.train.d_eps)
 
 
 def restart_ae_optimizer(cfg: Config, state: TrainState) -> TrainState:

@@ -77,6 +77,26 @@ def test_gradient_clipping_clips_before_adam(key):
     np.testing.assert_allclose(np.asarray(adam_state.mu["w"]), 0.1 * np.array([0.3, 0.4, 0.0]), rtol=1e-6)
 
 
+def test_d_adam_moments_are_ds_own():
+    """``train.d_b1`` and ``train.d_eps`` set D's Adam and leave the AE's at optax's defaults;
+    out-of-range values are one clear error."""
+    cfg = rj.get_preset("mnist_aegan", {"train.d_b1": 0.5, "train.d_eps": 1.0, "train.warmup_steps": 0})
+    ae_tx, d_tx = make_optimizers(cfg)
+    params = {"w": jnp.zeros((2,))}
+    g = {"w": jnp.asarray([1e-3, -2.0])}
+    d_up, d_state = d_tx.update(g, d_tx.init(params), params)
+    ae_up, _ = ae_tx.update(g, ae_tx.init(params), params)
+    # First Adam step, bias-corrected: m = g, v = g^2, update = -lr g / (|g| + eps).
+    np.testing.assert_allclose(np.asarray(d_state[0].mu["w"]), 0.5 * np.asarray(g["w"]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(d_up["w"]), -1e-3 * np.array([1e-3 / 1.001, -2.0 / 3.0]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(ae_up["w"]), -cfg.train.ae_lr * np.array([1.0, -1.0]),
+                               rtol=1e-4)  # eps 1e-8: a step of the rate, whatever |g|
+    for over, field in (({"train.d_b1": 1.0}, "train.d_b1"), ({"train.d_eps": 0.0}, "train.d_eps")):
+        with pytest.raises(rj.ConfigError, match=field):
+            rj.get_preset("mnist_aegan", over)
+
+
 def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
     # A GAN in the one program: the first steps are D's (the AE stands still), then the AE's.
     cfg = rj.get_preset("mnist_aegan", {"train.ae_ema": 0.3, "train.batch_size": 8,

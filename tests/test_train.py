@@ -295,6 +295,13 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     picked = lambda only: [(e["name"], s) for e, s in sweep.select(spec, only)]
     assert picked(None) == [(n, s) for n in "abc" for s in (0, 1)]
     assert picked(["a", "c"]) == [("a", 0), ("a", 1), ("c", 0), ("c", 1)]
+    assert [(e["name"], s) for e, s in sweep.select(spec, ["a", "c"], [1])] == [("a", 1), ("c", 1)]
+    # A named entry brings the runs it starts from, of its own seeds, down the whole chain.
+    chain = spec + [{"name": "g", "preset": "mnist_aegan", "ae_stage_from": "b", "seeds": [1, 2]},
+                    {"name": "h", "preset": "mnist_aegan", "init_from": "g", "seeds": [2]}]
+    assert [(e["name"], s) for e, s in sweep.select(chain, ["h"])] == [("b", 2), ("g", 2), ("h", 2)]
+    assert [(e["name"], s) for e, s in sweep.select(chain, ["g", "c"], [1])] == [
+        ("b", 1), ("c", 1), ("g", 1)]
     path = _write(tmp_path / "spec.json", spec)
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit):
@@ -306,6 +313,10 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     assert sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "c"]) == 0
     workdirs = sorted(cmd[cmd.index("--workdir") + 1] for cmd in calls)
     assert workdirs == [str(runs / n / f"seed{s}") for n in "ac" for s in (0, 1)]
+    calls.clear()  # --seeds: only those seeds of the named entries
+    assert sweep.main(["run", str(path), "--runs", str(tmp_path / "r2"), "--only", "b",
+                       "--seeds", "1"]) == 0
+    assert [cmd[cmd.index("--workdir") + 1] for cmd in calls] == [str(tmp_path / "r2" / "b" / "seed1")]
 
 
 def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(tmp_path, monkeypatch,
@@ -479,3 +490,9 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
     np.testing.assert_allclose(own["ratio"], own["step"] / own["spread"])
     assert 0.0 <= own["in_band"] <= 1.0 and 0.0 <= own["auc_end"] <= 1.0
     assert own["auc_start"] == slow["auc_start"]  # both from the checkpoint
+    # D's Adam eps: an eps far above D's gradient turns its normalised steps into small ones.
+    res = dj.jitter(tmp_path / "w", [None], updates=3, probe=40, data_dir=str(tiny_mnist),
+                    d_eps=[None, 1.0])
+    assert set(res) == {"0.001", "0.001 eps=1.0"}
+    np.testing.assert_allclose(res["0.001"]["mean_logit"], own["mean_logit"], rtol=1e-6)
+    assert res["0.001"]["step"] > 10 * res["0.001 eps=1.0"]["step"]
