@@ -89,8 +89,8 @@ def ae_stage_config(cfg: Config) -> Config:
 # Fields in which a plain-AE run may differ from a run's AE stage and still train the
 # AE alike (train.ae_stage_from): the run's length, D's and the game's settings, the
 # recursion's objective, what the run evaluates, logs and keeps.
-_STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr",
-               "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
+_STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr", "train.d_b1",
+               "train.d_eps", "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
 
 
 def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozenset()) -> list[str]:

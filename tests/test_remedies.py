@@ -323,6 +323,17 @@ def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
     assert ae_stage_mismatch(ae(0.41), rae, 8068) == ["train.cooldown_fraction"]
 
 
+def test_ds_own_settings_leave_the_ae_stage_as_it_is():
+    """D's Adam (rate, b1, eps) and the game's settings change no AE-stage update: a plain
+    AE run stands in for the stage of a GAN run that sets them; the AE's own rate does not."""
+    from raegan_jax.stages import ae_stage_mismatch
+    ae = rj.get_preset("cifar10_ae", {"train.epochs": 120})
+    gan = lambda over: rj.get_preset("cifar10_aegan", over)  # noqa: E731
+    assert ae_stage_mismatch(ae, gan({"train.d_lr": 1e-3, "train.d_b1": 0.5, "train.d_eps": 1e-4,
+                                      "gan.adv_weight": 0.1}), 8068) == []
+    assert ae_stage_mismatch(ae, gan({"train.ae_lr": 5e-3}), 8068) == ["train.ae_lr"]
+
+
 @pytest.mark.parametrize("family,over", [
     ("rae", {}),  # the weight average carried on
     ("raegan", {"train.ae_ema": 0.0, "gan.threshold_ema": 0.5, "gan.r1_weight": 1.0}),  # dropped
