@@ -87,8 +87,8 @@ def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
     for lr, eps, b1 in itertools.product(d_lrs, d_eps, d_b1):
         asked = {k: v for k, v in (("d_lr", lr), ("d_eps", eps), ("d_b1", b1)) if v is not None}
         run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **asked))
-        key = str(run_cfg.train.d_lr) + (f" eps={eps}" if eps is not None else "") + (
-            f" b1={b1}" if b1 is not None else "")
+        key = str(run_cfg.train.d_lr) + "".join(
+            f" {k.removeprefix('d_')}={v}" for k, v in asked.items() if k != "d_lr")
         b = bind(run_cfg, spe)
 
         # The AE is frozen: its reconstructions of the probe images are computed once.

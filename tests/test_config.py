@@ -39,7 +39,7 @@ def test_presets_match_the_report():
         "cifar10_rae": 120, "cifar10_aegan": 120, "cifar10_raegan": 120}
     assert (p["cifar10_rae"].train.epochs == p["cifar10_aegan"].train.epochs
             == p["cifar10_raegan"].train.epochs == 150)
-    # The two CIFAR-10 GAN presets differ only in the recursion and D's rate.
+    # The two CIFAR-10 GAN presets differ only in the recursion.
     assert diff(p["cifar10_aegan"], p["cifar10_raegan"]) == ["preset", "model.family", "model.passes"]
     # The CIFAR-10 GAN presets' D pays an R1 penalty (RESULTS §8, "Levers against the colour
     # chase", "R1 on cifar10_aegan"); mnist_aegan's does not, and none adds the mean-colour term.
