@@ -43,18 +43,23 @@ def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | p
       The path written.
     """
     plt = _plt()
-    rows = [originals, *passes]
-    n = originals.shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
-    for r, row in enumerate(rows):
-        for c in range(n):
-            ax = axes[r, c]
-            img = np.clip(row[c], 0, 1)
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel("original" if r == 0 else f"pass {r}", fontsize=8)
+    rows = np.clip(np.stack([originals, *passes]), 0, 1)  # [R, N, H, W, C]
+    r, n, h, w, c = rows.shape
+    # One image of all tiles, 2-pixel white gaps: one imshow instead of R x N axes
+    # (the figure at the end of every run: ~10x faster to lay out and save).
+    gap = 2
+    mosaic = np.ones((r * (h + gap) - gap, n * (w + gap) - gap, c), rows.dtype)
+    for i, j in itertools.product(range(r), range(n)):
+        mosaic[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = rows[i, j]
+    fig, ax = plt.subplots(figsize=(1.2 * n, 1.3 * r))
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None,
+              vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([i * (h + gap) + h / 2 for i in range(r)],
+                  ["original", *(f"pass {i}" for i in range(1, r))], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     return _finish(fig, path, title, suptitle=True)
 
 

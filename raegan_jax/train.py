@@ -593,7 +593,17 @@ def _copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
 def _tb_writer(workdir: pathlib.Path):
     if not _is_main():
         return None
-    from tensorboardX import SummaryWriter
+    # tensorboardX imports torch whenever it is installed, only to accept torch tensors:
+    # 2 s of every run's start on 2 cores (the `test` extra installs torch). The runs log
+    # scalars only, so tensorboardX is imported as if torch were absent.
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # an import of it raises ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
     return SummaryWriter(str(workdir / "tensorboard"))
 
 

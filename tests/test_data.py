@@ -61,6 +61,16 @@ def test_seeded_sample_subset_is_deterministic(tiny_mnist):
     c = data.load(rj.get_preset("mnist_ae", {**over, "train.seed": 1}), tiny_mnist)
     np.testing.assert_array_equal(a.train.images, b.train.images)
     assert not np.array_equal(a.train.images, c.train.images)
+    # The seeded draw over the whole split (as numpy draws it), in file order; only those read.
+    idx = np.sort(np.random.default_rng(0).choice(256, 50, replace=False))
+    np.testing.assert_array_equal(data.subset_indices(256, 50, "sample", 0), idx)
+    raw = read_idx(tiny_mnist / "mnist" / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(a.train.images[..., 0], raw[idx])
+    labels = read_idx(tiny_mnist / "mnist" / "train-labels-idx1-ubyte.gz")
+    np.testing.assert_array_equal(a.train.labels, labels[idx])
+    assert data.subset_indices(256, 0, "sample", 0).tolist() == list(range(256))  # 0: all
+    assert data.subset_indices(256, 300, "sample", 0).tolist() == list(range(256))
+    assert data.subset_indices(256, 5, "first", 0).tolist() == list(range(5))
 
 
 def test_cifar_npz_and_fewer_images_than_asked(tiny_cifar):
