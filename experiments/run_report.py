@@ -47,8 +47,8 @@ from raegan_jax.workdir import read_records
 
 PRESETS = ("mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan",
            "cifar10_raegan")
-# How often a worker with nothing to start looks again (seconds; POLL_S=0.1 in the tests).
-POLL_S = float(os.environ.get("POLL_S", "2"))
+# How often a worker with nothing to start looks again (seconds; 0.1 in the tests).
+POLL_S = float(os.environ.get("RUN_REPORT_POLL_S", "2"))
 
 
 def default_jobs(cpus: list[int]) -> int:

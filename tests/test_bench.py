@@ -128,7 +128,7 @@ def _run_report(tmp_path, wait=True, **env):
                              str(tmp_path / "runs")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                 "PYTHONPATH": str(REPO), "POLL_S": "0.1", **env})
+                                 "PYTHONPATH": str(REPO), "RUN_REPORT_POLL_S": "0.1", **env})
     if not wait:
         return proc, None, None
     out, err = proc.communicate(timeout=300)
