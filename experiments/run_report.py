@@ -117,8 +117,20 @@ def command(preset: str, runs: pathlib.Path, chain: dict[str, str], stage: dict[
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: bash experiments/run_report.sh [RUNS_DIR] [PRESET ...]"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    # Checked before anything is written: `--help` once became a runs folder named "--help".
+    for a in argv:
+        if a.startswith("-"):
+            raise SystemExit(f"run_report: unknown option {a!r}; {usage}")
     runs = pathlib.Path(argv[0] if argv else "runs")
     presets = list(argv[1:]) or list(PRESETS)
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise SystemExit(f"run_report: unknown preset(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(PRESETS)}; {usage}")
     env = dict(os.environ)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     jobs = int(env.get("JOBS") or default_jobs(cpus))

@@ -211,3 +211,15 @@ def test_run_report_passes_a_stop_on_and_reports_failures(tmp_path):
     assert "not run: mnist_ae" in out and "=== mnist_ae" not in out
     proc, out, _ = _run_report(tmp_path / "again", JOBS="1", FAKE_RC_mnist_ae="2")
     assert proc.returncode == 1 and "FAILED: mnist_ae" in out and "mnist_aegan: ok" in out
+
+
+def test_run_report_refuses_options_and_unknown_presets_before_writing(tmp_path, monkeypatch, capsys):
+    from test_train import _experiment_script
+    rr = _experiment_script("run_report")
+    monkeypatch.chdir(tmp_path)
+    assert rr.main(["--help"]) == 0 and "RUNS_DIR" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown option '--jobs'"):
+        rr.main(["runs", "--jobs"])
+    with pytest.raises(SystemExit, match="unknown preset.*mnist_vae"):
+        rr.main(["runs", "mnist_ae", "mnist_vae"])
+    assert list(tmp_path.iterdir()) == []  # no runs folder, no "--help" folder
