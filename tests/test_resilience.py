@@ -177,39 +177,34 @@ def test_records_being_written_are_read_up_to_the_last_complete_line(tmp_path):
 
 
 def test_two_processes_train_what_one_process_trains_and_resume_after_kill(tmp_path, tiny_mnist):
-    """Two processes (one device each, each feeding its own half of every batch) end where
-    one process ends with the same global batch; both killed after a checkpoint and
-    restarted, they end exactly where an uninterrupted two-process run ends."""
+    """Two processes (one device each, each feeding its own half of every batch), both killed
+    (-9) after a checkpoint and restarted, end where one uninterrupted process ends with the
+    same global batch: the same parameters and per-epoch metrics (float tolerance: the two
+    processes sum their halves' gradients in another order)."""
     sets = ["train.epochs=5"]
-    procs, outs = run_processes(tmp_path / "two", 2, sets, tiny_mnist)
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    assert "summary:" in outs[0][0] and "epoch 5/5" in outs[0][0]
-    assert "epoch" not in outs[1][0] and "summary" not in outs[1][0]  # process 0 alone logs
-    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["device"].startswith("2 x")
-    # The same global batch in this process, on its one device.
-    cfg = rj.get_preset("mnist_aegan", {**TINY, "train.epochs": 5})
-    train_and_evaluate(cfg, tmp_path / "one", data_dir=str(tiny_mnist), progress=False)
-    two_state = final_state(cfg, tmp_path / "two")
-    assert_same_states(final_state(cfg, tmp_path / "one"), two_state, rtol=1e-5, atol=1e-5)
-    m_two, m_one = strip_timing(read_metrics(tmp_path / "two")), strip_timing(read_metrics(tmp_path / "one"))
-    assert [sorted(r) for r in m_two] == [sorted(r) for r in m_one]
-    for r2, r1 in zip(m_two, m_one):
-        for k in r1:
-            np.testing.assert_allclose(np.asarray(r2[k], float), np.asarray(r1[k], float),
-                                       rtol=1e-5, atol=1e-5, err_msg=k)
-
-    # Killed (both processes, -9) after a checkpoint, then restarted.
     k = tmp_path / "killed"
     procs, _ = run_processes(k, 2, sets, tiny_mnist, kill_after_checkpoint=True)
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
     assert str(5 * 4) not in [p.name for p in (k / "checkpoints").iterdir()], "finished before the kill"
     procs, outs = run_processes(k, 2, sets, tiny_mnist)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "resuming from checkpoint" in outs[0][0]
-    assert_same_states(two_state, final_state(cfg, k))
-    assert strip_timing(read_metrics(k)) == m_two
+    assert "summary:" in outs[0][0] and "epoch 5/5" in outs[0][0]
+    assert "epoch" not in outs[1][0] and "summary" not in outs[1][0]  # process 0 alone logs
+    summary = json.loads((k / "summary.json").read_text())
+    assert summary["device"].startswith("2 x")
+    # The same global batch in this process, on its one device, never interrupted.
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "train.epochs": 5})
+    train_and_evaluate(cfg, tmp_path / "one", data_dir=str(tiny_mnist), progress=False)
+    assert_same_states(final_state(cfg, tmp_path / "one"), final_state(cfg, k), rtol=1e-5, atol=1e-5)
+    m_two, m_one = strip_timing(read_metrics(k)), strip_timing(read_metrics(tmp_path / "one"))
+    assert [r["epoch"] for r in m_two] == [1, 2, 3, 4, 5]
+    assert [sorted(r) for r in m_two] == [sorted(r) for r in m_one]
+    for r2, r1 in zip(m_two, m_one):
+        for key in r1:
+            np.testing.assert_allclose(np.asarray(r2[key], float), np.asarray(r1[key], float),
+                                       rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 def test_a_lone_process_stays_alone():
