@@ -231,6 +231,8 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                "val_recon_loss": stat("val_recon_loss"), "val_psnr": stat("val_psnr"),
                "val_ssim": stat("val_ssim"), "d_real_acc": stat("d_real_acc"),
                "d_fake_acc": stat("d_fake_acc"),
+               # D's mean P(real), which does not jump with its bias (runs since 2026-12-06).
+               "d_real_prob": stat("d_real_prob"), "d_fake_prob": stat("d_fake_prob"),
                "balance_gap": stat("balance_gap"), "balance_gap_last3": stat("balance_gap", last3),
                "val_recon_loss_last3": stat("val_recon_loss", last3),
                # Under train.ae_ema the loss above is the weight average's; this the live AE's.
@@ -274,6 +276,8 @@ def table(rows: list[dict]) -> str:
             sets += f", init_from={r['init_from']}"
         d = "–" if r["d_real_acc"] is None else (
             f"{_pm(r['d_real_acc'], '{:.2f}')} / {_pm(r['d_fake_acc'], '{:.2f}')}")
+        if r.get("d_fake_prob"):
+            d += f"; mean P(real) {_pm(r['d_real_prob'], '{:.2f}')} / {_pm(r['d_fake_prob'], '{:.2f}')}"
         if r.get("d_fake_acc_live"):
             d += f" (live D: {_pm(r['d_real_acc_live'], '{:.2f}')} / {_pm(r['d_fake_acc_live'], '{:.2f}')})"
         exits = ", ".join("never" if x is None else str(x) for x in r["plateau_exit_steps"])

@@ -111,7 +111,8 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     """Saves D's accuracy on real images and on each pass's fakes over epochs.
 
     The report's goal is that D is fooled half the time at every pass: the
-    dotted line at 0.5. Left: on the validation split after each epoch.
+    dotted line at 0.5. Left: on the validation split after each epoch, with
+    D's mean probability of "real" on each pass's fakes dashed (where logged).
     Right: during training, never blended across regimes: per sweep for
     ``phases`` (the D sweep, where D learned; the game sweep, where the AE
     learned against it), per step group for step-wise policies (the steps
@@ -128,13 +129,18 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     evald = [h for h in history if "val/d_fake_acc" in h]  # not every epoch need be evaluated
     ev_epochs = [h["epoch"] for h in evald]
     ax.plot(ev_epochs, [h["val/d_real_acc"] for h in evald], "k-", label="real")
+    if "val/d_real_prob" in evald[0]:
+        ax.plot(ev_epochs, [h["val/d_real_prob"] for h in evald], "k--", lw=1, label="mean P(real), real")
     for j in range(len(evald[0]["val/d_fake_acc"])):
         line, = ax.plot(ev_epochs, [h["val/d_fake_acc"][j] for h in evald], "-",
                         label=f"fakes, pass {j + 1}")
         if "val/d_fake_acc_live" in evald[0]:  # gan.d_ema: the live D's, faint, beside
             ax.plot(ev_epochs, [h["val/d_fake_acc_live"][j] for h in evald], ":", alpha=0.5,
                     color=line.get_color(), label=f"live D: fakes, pass {j + 1}")
-    ax.set_ylabel("discriminator accuracy")
+        if "val/d_fake_prob" in evald[0]:  # what does not jump with D's bias (older runs lack it)
+            ax.plot(ev_epochs, [h["val/d_fake_prob"][j] for h in evald], "--", lw=1,
+                    color=line.get_color(), label=f"mean P(real), fakes, pass {j + 1}")
+    ax.set_ylabel("discriminator accuracy; dashed: D's mean P(real)")
     ax.set_title("validation, end of epoch" + (" (D's weight average)" if "val/d_fake_acc_live"
                                                in evald[0] else ""), fontsize=9)
     groups = [("d_sweep", "D sweep", "-"), ("game_sweep", "game sweep", "--"),

@@ -146,6 +146,13 @@ def accuracy_fake(fake_logits: jax.Array, weights: jax.Array | None = None) -> j
     return _mean((fake_logits <= 0).astype(fake_logits.dtype), weights)
 
 
+def prob_real(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """D's mean probability of "real", sigmoid(logit), over the batch: [B] -> scalar,
+    [P, B] -> [P]. Unlike the accuracies it does not jump with D's bias around logit 0:
+    on a pass's fakes it is how often, on average, D is fooled (the report's 50 percent)."""
+    return _mean(jax.nn.sigmoid(logits), weights)
+
+
 def balance_gap(fake_acc) -> float:
     """How far D is from being fooled half the time at its worst pass:
     ``max_j |fake_acc_j - 0.5|`` (0 = the report's goal at every pass, 0.5 = D

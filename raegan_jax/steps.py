@@ -555,10 +555,12 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
       (the AE's weight average under ``train.ae_ema``); under ``train.ae_ema``
       also ``recon_loss_live`` [passes], the live AE's loss on the same
       images, so one run measures what the average gains; for GAN families
-      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes] of
+      ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes] and D's mean
+      probability of "real" on the reals and on each pass's fakes, ``d_real_prob``,
+      ``d_fake_prob`` [passes] (:func:`~raegan_jax.losses.prob_real`), of
       :func:`~raegan_jax.state.eval_d_params` (D's weight average under
-      ``gan.d_ema``, which adds the live D's as ``d_loss_live``,
-      ``d_real_acc_live``, ``d_fake_acc_live``); and ``weight`` (sum of weights).
+      ``gan.d_ema``, which adds the live D's with the suffix ``_live``); and
+      ``weight`` (sum of weights).
     """
     images = as_images(batch)
     w = jnp.ones(images.shape[0]) if weights is None else weights.astype(jnp.float32)
@@ -581,4 +583,6 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
             m["d_loss" + suffix] = losses.d_loss(real_l, fake_l, w)
             m["d_real_acc" + suffix] = losses.accuracy_real(real_l, w)
             m["d_fake_acc" + suffix] = losses.accuracy_fake(fake_l, w)
+            m["d_real_prob" + suffix] = losses.prob_real(real_l, w)
+            m["d_fake_prob" + suffix] = losses.prob_real(fake_l, w)
     return m

@@ -668,11 +668,16 @@ def _summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, 
         out.update({"d_real_acc": float(final_eval["d_real_acc"]),
                     "d_fake_acc": np.asarray(final_eval["d_fake_acc"]).tolist(),
                     "d_loss": float(final_eval["d_loss"]),
+                    # D's mean P(real): on each pass's fakes, how often it is fooled on average.
+                    "d_real_prob": float(final_eval["d_real_prob"]),
+                    "d_fake_prob": np.asarray(final_eval["d_fake_prob"]).tolist(),
                     "balance_gap": losses.balance_gap(final_eval["d_fake_acc"]),
                     # Under gan.d_ema the values above are D's weight average's; these the live D's.
                     **({"d_real_acc_live": float(final_eval["d_real_acc_live"]),
                         "d_fake_acc_live": np.asarray(final_eval["d_fake_acc_live"]).tolist(),
-                        "balance_gap_live": losses.balance_gap(final_eval["d_fake_acc_live"])}
+                        "balance_gap_live": losses.balance_gap(final_eval["d_fake_acc_live"]),
+                        "d_real_prob_live": float(final_eval["d_real_prob_live"]),
+                        "d_fake_prob_live": np.asarray(final_eval["d_fake_prob_live"]).tolist()}
                        if "d_fake_acc_live" in final_eval else {}),
                     "adv_lambda": figures.adv_lambda(history[-1]) if history else None,
                     "stage_policy": cfg.gan.stage_policy,
@@ -687,6 +692,7 @@ _LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_recon_loss_live": 
                      "val_psnr": "val/psnr",
                      "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
                      "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap",
+                     "d_real_prob": "val/d_real_prob", "d_fake_prob": "val/d_fake_prob",
                      "d_real_acc_live": "val/d_real_acc_live", "d_fake_acc_live": "val/d_fake_acc_live",
                      "balance_gap_live": "val/balance_gap_live"}
 

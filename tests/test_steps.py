@@ -201,7 +201,7 @@ def test_eval_weights_ignore_padding(key):
     full = ev(state, x[:4].repeat(2, axis=0))
     padded = ev(state, jnp.concatenate([x[:4], jnp.zeros_like(x[:4])]),
                 jnp.asarray([1, 1, 1, 1, 0, 0, 0, 0], jnp.float32))
-    for k in ("recon_loss", "d_loss", "d_real_acc", "d_fake_acc"):
+    for k in ("recon_loss", "d_loss", "d_real_acc", "d_fake_acc", "d_real_prob", "d_fake_prob"):
         np.testing.assert_allclose(np.asarray(padded[k]), np.asarray(full[k]), rtol=1e-5)
 
 

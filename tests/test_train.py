@@ -72,6 +72,9 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
         assert key in saved
     assert (saved["train_examples"], saved["test_examples"], saved["epochs"]) == (128, 40, 2)
     assert len(saved["val_recon_loss"]) == 2 and len(saved["d_fake_acc"]) == 2
+    assert len(recs[1]["val/d_fake_prob"]) == len(saved["d_fake_prob"]) == 2
+    np.testing.assert_allclose(saved["last_3_epochs"]["d_fake_prob"],  # the mean of epochs 1-2
+                               np.mean([r["val/d_fake_prob"] for r in recs], axis=0), rtol=1e-6)
     assert rj.config.from_dict(json.loads((w / "config.json").read_text())) == cfg
 
 
@@ -414,9 +417,9 @@ def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_pat
         "d_real_acc_live": real_live, "d_fake_acc_live": [fake_live],
         "balance_gap_live": abs(fake_live - 0.5)}
     for name, seed, summ in (("ema", 0, {"val_recon_loss": [0.010], "val_recon_loss_live": [0.012],
-                                         **d(0.5, 0.4, 0.9, 0.0)}),
+                                         **d(0.5, 0.4, 0.9, 0.0), "d_real_prob": 0.5, "d_fake_prob": [0.4]}),
                              ("ema", 1, {"val_recon_loss": [0.020], "val_recon_loss_live": [0.016],
-                                         **d(0.7, 0.6, 0.1, 1.0)}),
+                                         **d(0.7, 0.6, 0.1, 1.0), "d_real_prob": 0.6, "d_fake_prob": [0.6]}),
                              ("plain", 0, {"val_recon_loss": [0.030]})):
         wd = tmp_path / name / f"seed{seed}"
         wd.mkdir(parents=True)
@@ -431,7 +434,9 @@ def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_pat
     assert plain["val_recon_loss_live"] is None
     lines = sweep.table([ema, plain]).splitlines()
     assert "0.0150 ± 0.0050 (live AE: 0.0140 ± 0.0020)" in lines[2]
-    assert "0.60 ± 0.10 / 0.50 ± 0.10 (live D: 0.50 ± 0.40 / 0.50 ± 0.50)" in lines[2]
+    assert ("0.60 ± 0.10 / 0.50 ± 0.10; mean P(real) 0.55 ± 0.05 / 0.50 ± 0.10 "
+            "(live D: 0.50 ± 0.40 / 0.50 ± 0.50)") in lines[2]
+    assert "mean P(real)" not in lines[3]  # runs from before it was logged
     assert "0.10 ± 0.00; – (live D: 0.50 ± 0.00; –)" in lines[2]
     assert "live AE" not in lines[3] and "live D" not in lines[3]
 
@@ -470,10 +475,14 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
     s = ds.separation(real_l, fake_l)
     np.testing.assert_allclose(s["d_real_acc"], summary["d_real_acc"], atol=1e-6)
     np.testing.assert_allclose(s["d_fake_acc"], summary["d_fake_acc"], atol=1e-6)
+    # D's mean P(real), the run's on device against the script's from the logits on the host.
+    np.testing.assert_allclose(s["d_real_prob"], summary["d_real_prob"], rtol=1e-5)
+    np.testing.assert_allclose(s["d_fake_prob"], summary["d_fake_prob"], rtol=1e-5)
     live_l = ds.d_scores(tmp_path / "w", str(tiny_mnist), live=True)[1:3]
     live = ds.separation(*live_l)
     np.testing.assert_allclose(live["d_real_acc"], summary["d_real_acc_live"], atol=1e-6)
     np.testing.assert_allclose(live["d_fake_acc"], summary["d_fake_acc_live"], atol=1e-6)
+    np.testing.assert_allclose(live["d_fake_prob"], summary["d_fake_prob_live"], rtol=1e-5)
     assert live["logit_std_real"] != s["logit_std_real"]  # two Ds
     assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
     with pytest.raises(ValueError, match="no discriminator"):
