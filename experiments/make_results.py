@@ -4,8 +4,10 @@ Usage: python experiments/make_results.py [RUNS_DIR]   (default ./runs)
 
 ``RUNS_DIR/<preset>`` is the run of ``bash experiments/run_report.sh RUNS_DIR`` (seed 0);
 ``RUNS_DIR/<preset>_seed<S>`` are further seeds (``SEED=S``, same script, other workdir).
-Prints one markdown row per preset (mean ± std over the seeds found) and copies the
-seed-0 run's figures to experiments/figures/.
+Prints one markdown row per preset (mean ± std over the seeds found) and puts the seed-0
+run's figures in experiments/figures/: its reconstructions copied (they need the trained
+model), its loss curves and D's accuracies redrawn from its ``metrics.jsonl`` by the
+current figure code (so a change of layout reaches runs made before it).
 """
 
 import json
@@ -14,6 +16,9 @@ import shutil
 import sys
 
 import numpy as np
+
+from raegan_jax import figures
+from raegan_jax.workdir import read_records
 
 REPORT = {  # the report's numbers (SPEC §5): (epochs, train/test asked, headline loss)
     "mnist_ae": (100, "3000/600", "0.014 train, 0.0149 val"),
@@ -35,8 +40,9 @@ def _pm(values, fmt="{:.4f}") -> str:
     return ", ".join(f"{fmt.format(m)} ± {fmt.format(s)}" for m, s in zip(mean, std))
 
 
-def main(runs: pathlib.Path) -> None:
-    figs = pathlib.Path(__file__).parent / "figures"
+def main(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
+    """Prints the table of the runs under ``runs``; figures go to ``figs`` (experiments/figures/)."""
+    figs = figs or pathlib.Path(__file__).parent / "figures"
     figs.mkdir(exist_ok=True)
     print("| preset | seeds | data (train/test) | epochs | val loss per pass | PSNR dB per pass | "
           "SSIM per pass | D acc real / fakes per pass (val) | report | wall (seed 0) | img/s |")
@@ -58,9 +64,19 @@ def main(runs: pathlib.Path) -> None:
               f"{_pm([s['val_recon_loss'] for s in summ])} | {_pm([s['val_psnr'] for s in summ], '{:.2f}')} | "
               f"{_pm([s['val_ssim'] for s in summ], '{:.3f}')} | {d} | {rep_loss} | "
               f"{s0['wall_seconds'] / 60:.1f} min | {np.median([s['images_per_sec'] for s in summ]):.0f} |")
-        for name in ("reconstructions.png", "loss_curves.png", "d_accuracy.png"):
-            if (runs / preset / name).exists():
-                shutil.copy(runs / preset / name, figs / f"{preset}_{name}")
+        draw_figures(runs / preset, preset, figs)
+
+
+def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
+    """Puts one run's figures in ``figs`` as ``<preset>_<name>.png`` (titles as ``raegan train``'s)."""
+    if (run / "reconstructions.png").exists():
+        shutil.copy(run / "reconstructions.png", figs / f"{preset}_reconstructions.png")
+    history = read_records(run)
+    if history:
+        figures.loss_curves(history, figs / f"{preset}_loss_curves.png", f"{preset} reconstruction loss")
+    if any("val/d_fake_acc" in h for h in history):
+        figures.fool_rates(history, figs / f"{preset}_d_accuracy.png",
+                           f"{preset}: can the AE fool D at every pass?")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     lams = [(h, adv_lambda(h)) for h in history]
     lams = [(h, lam) for h, lam in lams if lam is not None]
     ncols = 3 if lams else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4))
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 5.5))
     ax, ax2 = axes[0], axes[1]
     ax2.sharey(ax)
     evald = [h for h in history if "val/d_fake_acc" in h]  # not every epoch need be evaluated
@@ -157,7 +157,8 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
         a.axhline(0.5, color="gray", ls=":", label="goal: 0.5")
         a.set_ylim(-0.02, 1.02)
         a.set_xlabel("epoch")
-        a.legend(fontsize=7)
+        # Beneath the panel: with 3 passes it lists 8 lines and would cover the curves.
+        a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     if lams:  # λ against the step count at each epoch's end
         ends = dict(zip((h["epoch"] for h in history),
                         itertools.accumulate(h["steps"] for h in history)))

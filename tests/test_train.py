@@ -440,6 +440,35 @@ def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_pat
     assert "0.10 ± 0.00; – (live D: 0.50 ± 0.00; –)" in lines[2]
     assert "live AE" not in lines[3] and "live D" not in lines[3]
 
+def test_make_results_tabulates_the_runs_and_redraws_their_figures(tmp_path, capsys, ae_run):
+    """experiments/make_results.py: one row per preset from the runs' summaries, "not run"
+    where none is; the reconstructions copied, the history figures redrawn from the records
+    (a run's metrics.jsonl alone is enough for them)."""
+    mr = _experiment_script("make_results")
+    wd, summary = ae_run
+    runs = tmp_path / "runs"
+    copy_run(wd, runs / "mnist_ae")
+    gan = runs / "mnist_aegan"  # records and summary only: no checkpoint, no figure
+    gan.mkdir()
+    recs = [{"epoch": e, "steps": 4, "train/recon_loss": [0.03], "val/recon_loss": [0.02 / e],
+             "val/d_real_acc": 0.5, "val/d_fake_acc": [0.4], "val/d_real_prob": 0.5,
+             "val/d_fake_prob": [0.45], "train/d_learns/d_fake_acc": [0.6]} for e in (1, 2)]
+    (gan / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    _write(gan / "summary.json", {"train_examples": 128, "test_examples": 40, "epochs": 2,
+                                  "val_recon_loss": [0.01], "val_psnr": [20.0], "val_ssim": [0.8],
+                                  "d_real_acc": 0.5, "d_fake_acc": [0.4], "wall_seconds": 60.0,
+                                  "images_per_sec": 100.0})
+    mr.main(runs, tmp_path / "figs")
+    rows = {r.split(" |")[0][3:-1]: r for r in capsys.readouterr().out.splitlines()[2:]}
+    assert f"| {summary['val_recon_loss'][0]:.4f} |" in rows["mnist_ae"]
+    assert "| 0.0100 |" in rows["mnist_aegan"] and "| 0.50 / 0.40 |" in rows["mnist_aegan"]
+    assert "not run" in rows["cifar10_raegan"] and len(rows) == 6
+    figs = tmp_path / "figs"
+    assert {p.name for p in figs.iterdir()} == {"mnist_ae_reconstructions.png", "mnist_ae_loss_curves.png",
+                                                "mnist_aegan_loss_curves.png", "mnist_aegan_d_accuracy.png"}
+    assert (figs / "mnist_ae_reconstructions.png").read_bytes() == (wd / "reconstructions.png").read_bytes()
+
+
 def _write(path: pathlib.Path, obj) -> pathlib.Path:
     path.write_text(json.dumps(obj))
     return path
