@@ -27,6 +27,7 @@ import shutil
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from raegan_jax.parallel import barrier
@@ -126,6 +127,10 @@ class Checkpointer:
             structure or shapes differ from ``like``.
         """
         self.verify(step)
+        if self._other_shapes(step, like):
+            # Refused from the arrays' metadata: an Orbax read that fails on a shape midway
+            # leaves its other reads' coroutines pending, reported at garbage collection.
+            raise CheckpointError(f"checkpoint {self.path(step)} holds other shapes than this model")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             state = self._restore_state(step, abstract)
@@ -139,6 +144,22 @@ class Checkpointer:
         if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
             raise CheckpointError(f"checkpoint {self.path(step)} holds other shapes than this model")
         return state
+
+    def _other_shapes(self, step: int, like: Any) -> bool:
+        """Whether an array that checkpoint ``step`` and ``like`` both hold differs in shape
+        (read from the checkpoint's array metadata alone; False if that cannot be read)."""
+        try:
+            meta = ocp.StandardCheckpointHandler().metadata(self.path(step) / "state")
+        except Exception:  # noqa: BLE001 -- no metadata to go by: the restore decides
+            return False
+        saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(meta) if hasattr(m, "shape")}
+
+        def name(path) -> str:  # Orbax's leaf names: the keys joined by dots
+            return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+                            for k in path)
+
+        return any(name(path) in saved and saved[name(path)] != tuple(np.shape(leaf))
+                   for path, leaf in jax.tree_util.tree_flatten_with_path(like)[0])
 
     def _restore_state(self, step: int, abstract: Any) -> Any:
         return self._mngr.restore(step, args=ocp.args.Composite(

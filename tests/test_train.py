@@ -197,10 +197,15 @@ def test_checkpoint_of_another_run_is_still_an_error(tmp_path, tiny_mnist, capfd
     assert "Traceback" not in out + err and "Event loop is closed" not in out + err
 
 
-def test_checkpoint_of_other_shapes_is_refused(ae_run):
+def test_checkpoint_of_other_shapes_is_refused(ae_run, monkeypatch):
     ckpt = Checkpointer(ae_run[0] / "checkpoints")
     other = rj.create_train_state(cfg_for("mnist_ae", **{"model.latent_dim": 7}), jax.random.key(0))
-    with pytest.raises(CheckpointError, match="checkpoints/4"):
+    same = rj.create_train_state(cfg_for("mnist_ae"), jax.random.key(1))
+    np.testing.assert_array_equal(ckpt.restore(4, same).step, 4)
+    # Refused from the arrays' metadata, before Orbax reads any array (a read that fails
+    # midway leaves coroutines behind, reported as warnings at garbage collection).
+    monkeypatch.setattr(ckpt, "_restore_state", lambda *a: pytest.fail("read the arrays"))
+    with pytest.raises(CheckpointError, match="checkpoints/4 holds other shapes"):
         ckpt.restore(4, other)
     ckpt.close()
 
