@@ -73,10 +73,7 @@ def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
         shutil.copy(run / "reconstructions.png", figs / f"{preset}_reconstructions.png")
     history = read_records(run)
     if history:
-        figures.loss_curves(history, figs / f"{preset}_loss_curves.png", f"{preset} reconstruction loss")
-    if any("val/d_fake_acc" in h for h in history):
-        figures.fool_rates(history, figs / f"{preset}_d_accuracy.png",
-                           f"{preset}: can the AE fool D at every pass?")
+        figures.history_figures(history, preset, figs, prefix=f"{preset}_")
 
 
 if __name__ == "__main__":

@@ -175,6 +175,22 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     return _finish(fig, path, title, suptitle=True)
 
 
+def history_figures(history: Sequence[dict], preset: str, out: pathlib.Path, prefix: str = "") -> None:
+    """Saves a run's figures drawn from its per-epoch records alone, titled by ``preset``:
+    ``<prefix>loss_curves.png`` and, where D was evaluated, ``<prefix>d_accuracy.png``.
+
+    Args:
+      history: the run's per-epoch records (``metrics.jsonl``).
+      preset: the run's preset name, for the titles.
+      out: the folder to write to.
+      prefix: put before each file name (``experiments/figures/`` uses ``<preset>_``).
+    """
+    out = pathlib.Path(out)
+    loss_curves(history, out / f"{prefix}loss_curves.png", f"{preset} reconstruction loss")
+    if any("val/d_fake_acc" in h for h in history):
+        fool_rates(history, out / f"{prefix}d_accuracy.png", f"{preset}: can the AE fool D at every pass?")
+
+
 def balance_frontier(points: dict[str, tuple], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
     """Saves reconstruction against the balance gap, one point per run (the goal: lower left).
 

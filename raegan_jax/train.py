@@ -721,10 +721,7 @@ def _figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: p
     title = f"{cfg.preset}: test images (top), reconstructions after {passes}"
     figures.reconstruction_grid(np.asarray(x), outs, workdir / "reconstructions.png", title)
     if history:
-        figures.loss_curves(history, workdir / "loss_curves.png", f"{cfg.preset} reconstruction loss")
+        figures.history_figures(history, cfg.preset, workdir)
         if cfg.train.diagnostics:
             figures.diagnostics({cfg.preset: history}, workdir / "diagnostics.png",
                                 f"{cfg.preset}: plateau instruments")
-        if cfg.is_gan and any("val/d_fake_acc" in h for h in history):
-            figures.fool_rates(history, workdir / "d_accuracy.png",
-                               f"{cfg.preset}: can the AE fool D at every pass?")

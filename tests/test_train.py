@@ -445,6 +445,7 @@ def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_pat
     assert "0.10 ± 0.00; – (live D: 0.50 ± 0.00; –)" in lines[2]
     assert "live AE" not in lines[3] and "live D" not in lines[3]
 
+
 def test_make_results_tabulates_the_runs_and_redraws_their_figures(tmp_path, capsys, ae_run):
     """experiments/make_results.py: one row per preset from the runs' summaries, "not run"
     where none is; the reconstructions copied, the history figures redrawn from the records
