@@ -9,11 +9,12 @@ preset's epochs; ``JOBS=N`` trains N presets at a time (``PIN_CPUS=1``: each on 
 the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself.
 
 **The AE stage is trained once.** ``cifar10_rae``, ``cifar10_aegan`` and ``cifar10_raegan``
-begin with an AE stage (``train.ae_stage_epochs``) that is, update for update, the first
-120 epochs of ``cifar10_ae`` on the offline 8,068 images (the full CIFAR-10 gives the GAN
-presets other images: :func:`raegan_jax.bench.ae_stage_chain` decides). ``cifar10_ae`` keeps
-the checkpoint of that epoch (``train.keep_epochs``) and the others start from it
-(``train.ae_stage_from``) as soon as ``cifar10_ae`` has trained past it: the same weights
+begin with the same AE stage (``train.ae_stage_epochs``: 120 epochs of the plain AE at batch
+32), update for update, on the offline 8,068 images (the full CIFAR-10 gives the GAN presets
+other images than ``cifar10_rae``; ``cifar10_ae`` trains at batch 16, so its run is not that
+stage: :func:`raegan_jax.bench.ae_stage_chain` decides). ``cifar10_rae`` keeps the
+checkpoint of that epoch (``train.keep_epochs``) and the GAN presets start from it
+(``train.ae_stage_from``) as soon as ``cifar10_rae`` has trained past it: the same weights
 and numbers as training the stage again (tests/test_remedies.py).
 
 **Two presets at a time** (``JOBS``, default 2 on a machine with two or more CPUs and no

@@ -313,8 +313,8 @@ def available_splits(presets, overrides=None, data_dir=None,
 
 
 def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=None) -> dict[str, str]:
-    """Which presets, run in this order, can take their AE stage from an earlier plain-AE
-    preset's run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
+    """Which presets, run in this order, can take their AE stage from an earlier preset's
+    run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
 
     Args:
       presets: preset names in the order they run.
@@ -325,21 +325,30 @@ def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=Non
     Returns:
       ``{preset: source preset}`` for each preset whose AE stage is, update for update,
       the first ``train.ae_stage_epochs`` epochs of the source's run
-      (:func:`~raegan_jax.stages.ae_stage_mismatch` finds nothing).
+      (:func:`~raegan_jax.stages.ae_stage_mismatch` finds nothing). A source is an
+      earlier plain AE or an earlier preset that trains its own AE stage, at least as
+      long (a plain AE first); a chained preset is no source (its stage is not its own).
     """
-    chain, plain = {}, []
+    chain, sources = {}, []
     for name in presets:
         cfg = get_preset(name, overrides)
-        if cfg.model.family == "ae":
-            plain.append(cfg)
-        elif cfg.train.ae_stage_epochs:
+        if cfg.model.family != "ae" and not cfg.train.ae_stage_epochs:
+            continue
+        if cfg.train.ae_stage_epochs:
             n = data_lib.images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
-            src = [c for c in plain if c.data.dataset == cfg.data.dataset
-                   and c.train.epochs >= cfg.train.ae_stage_epochs
+            src = [c for c in sources if c.data.dataset == cfg.data.dataset
+                   and _ae_epochs(c) >= cfg.train.ae_stage_epochs
                    and not ae_stage_mismatch(c, cfg, n, RESUMABLE_FIELDS)]
             if src:
-                chain[name] = src[0].preset
+                chain[name] = min(src, key=lambda c: c.model.family != "ae").preset
+                continue
+        sources.append(cfg)
     return chain
+
+
+def _ae_epochs(cfg: Config) -> int:
+    """How many epochs from the start a run of ``cfg`` trains the plain AE."""
+    return cfg.train.epochs if cfg.model.family == "ae" else cfg.train.ae_stage_epochs
 
 
 def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:

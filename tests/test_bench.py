@@ -38,15 +38,28 @@ def test_report_schedule_counts_what_each_preset_runs():
 def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     all_six = list(rj.PRESETS)
     offline = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
-    # Offline, the GAN presets ask for 20,000 images and cifar10_ae for 10,000: both take the
-    # 8,068 there are, so the three presets with an AE stage start from cifar10_ae's run.
-    every = {"cifar10_rae": "cifar10_ae", "cifar10_aegan": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}
+    # Offline, the GAN presets ask for 20,000 images and cifar10_rae for 10,000: both take the
+    # 8,068 there are, so the GAN presets start from cifar10_rae's AE stage. cifar10_ae trains
+    # at batch 16, not the stage's 32: no source.
+    every = {"cifar10_aegan": "cifar10_rae", "cifar10_raegan": "cifar10_rae"}
     assert bench.ae_stage_chain(all_six, offline) == every
-    # The full CIFAR-10 gives them different images: the GAN presets train their own stage.
+    # A plain AE that trains as the stage does is the source, for all three.
+    at32 = {"cifar10_rae": "cifar10_ae", "cifar10_aegan": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}
+    assert bench.ae_stage_chain(all_six, offline, {"train.batch_size": "32"}) == at32
+    # The full CIFAR-10 gives the GAN presets (20,000 images) others than cifar10_rae's 10,000:
+    # cifar10_aegan trains its stage, and cifar10_raegan's is that one.
     full = {**offline, "cifar10": (50000, 10000)}
-    assert bench.ae_stage_chain(all_six, full) == {"cifar10_rae": "cifar10_ae"}
-    # Only an earlier plain-AE run can be a source, training the AE alike.
-    assert bench.ae_stage_chain(["cifar10_rae", "cifar10_ae"], offline) == {}
+    assert bench.ae_stage_chain(all_six, full) == {"cifar10_raegan": "cifar10_aegan"}
+    # Only an earlier run can be a source, training the AE alike, and no chained one (its
+    # stage is not its own).
+    assert bench.ae_stage_chain(["cifar10_ae", "cifar10_rae"], offline, {"train.batch_size": "32"}) \
+        == {"cifar10_rae": "cifar10_ae"}
+    assert bench.ae_stage_chain(["cifar10_rae", "cifar10_ae"], offline, {"train.batch_size": "32"}) == {}
+    assert bench.ae_stage_chain(["cifar10_ae", "cifar10_rae", "cifar10_aegan"], offline,
+                                {"train.batch_size": "32"}) == {"cifar10_rae": "cifar10_ae",
+                                                                "cifar10_aegan": "cifar10_ae"}
+    # The GAN presets keep no weight average; the RAE's stage needs one.
+    assert bench.ae_stage_chain(["cifar10_raegan", "cifar10_rae"], offline) == {}
     assert bench.ae_stage_chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
     # A chained run's schedule skips the stage's training and its evaluations.
     chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
@@ -154,21 +167,21 @@ def test_run_report_splits_the_cpus_between_its_workers(monkeypatch):
     assert f"train.ae_stage_from={runs / 'cifar10_ae'}" in rr.command("x", runs, chain, stage, {})
 
 
-def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
-    """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_ae keeps the
-    stage's epoch, the presets with an AE stage start from it once it has trained past it;
+def test_run_report_sh_chains_the_ae_stages_to_cifar10_rae(tmp_path):
+    """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_rae keeps the
+    stage's epoch, the GAN presets start from it once it has trained past it;
     SHARE_AE_STAGE=0 runs each alone."""
     proc, out, calls = _run_report(tmp_path, JOBS="1", FAKE_SLOW="0.3")
     assert proc.returncode == 0, out
     assert len(calls) == 6
-    assert "train.keep_epochs=120" in calls["cifar10_ae"]
-    for p in ("cifar10_rae", "cifar10_aegan", "cifar10_raegan"):
-        assert f"train.ae_stage_from={tmp_path / 'runs' / 'cifar10_ae'}" in calls[p]
+    assert "train.keep_epochs=120" in calls["cifar10_rae"]
+    for p in ("cifar10_aegan", "cifar10_raegan"):
+        assert f"train.ae_stage_from={tmp_path / 'runs' / 'cifar10_rae'}" in calls[p]
     assert not any("ae_stage_from" in calls[p] or "keep_epochs" in calls[p]
-                   for p in ("mnist_ae", "mnist_aegan"))
-    # one at a time: cifar10_ae first (the others wait for it), the longest chained run next
+                   for p in ("mnist_ae", "cifar10_ae", "mnist_aegan"))
+    # one at a time: cifar10_rae first (the others wait for it), the longest chained run next
     order = [l.split()[1] for l in out.splitlines() if l.startswith("=== ")]
-    assert order == ["cifar10_ae", "mnist_ae", "mnist_aegan", "cifar10_raegan", "cifar10_rae",
+    assert order == ["cifar10_rae", "mnist_ae", "cifar10_ae", "mnist_aegan", "cifar10_raegan",
                      "cifar10_aegan"]
     assert "taskset" not in out
     alone = _run_report(tmp_path / "alone", SHARE_AE_STAGE="0", JOBS="2")[2]  # unpinned
@@ -178,16 +191,16 @@ def test_run_report_sh_chains_the_ae_stages_to_cifar10_ae(tmp_path):
 
 def test_run_report_trains_two_presets_at_a_time_and_starts_the_chained_ones_early(tmp_path):
     """JOBS=2: two runs at once (PIN_CPUS=1: each on its own CPUs, where there are two); a
-    chained run starts once cifar10_ae has recorded epoch 121, before cifar10_ae ends."""
+    chained run starts once cifar10_rae has recorded epoch 121, before cifar10_rae ends."""
     import os
     proc, out, calls = _run_report(tmp_path, JOBS="2", PIN_CPUS="1", FAKE_SLOW="0.5",
-                                   FAKE_HOLD_cifar10_ae="8")
+                                   FAKE_HOLD_cifar10_rae="8")
     assert proc.returncode == 0, out  # exit 3 from a chained run that started too early
     events = [l.split() for l in (tmp_path / "runs" / "timeline").read_text().splitlines()]
     t = {(e[0], e[1]): float(e[2]) for e in events}
-    assert t["start", "mnist_ae"] < t["end", "cifar10_ae"]  # side by side
-    assert min(t["start", p] for p in ("cifar10_rae", "cifar10_aegan", "cifar10_raegan")) \
-        < t["end", "cifar10_ae"]  # after its epoch 121, during its last 8 s
+    assert t["start", "mnist_ae"] < t["end", "cifar10_rae"]  # side by side
+    assert min(t["start", p] for p in ("cifar10_aegan", "cifar10_raegan")) \
+        < t["end", "cifar10_rae"]  # after its epoch 121, during its last 8 s
     if len(os.sched_getaffinity(0)) >= 2:
         cpus = {c.split()[2] for c in calls.values()}
         assert all(c.startswith("taskset -c") for c in calls.values()) and len(cpus) == 2
@@ -201,13 +214,13 @@ def test_run_report_passes_a_stop_on_and_reports_failures(tmp_path):
     proc, _, _ = _run_report(tmp_path, wait=False, JOBS="1", FAKE_HOLD="60")
     timeline = tmp_path / "runs" / "timeline"
     for _ in range(300):
-        if timeline.exists() and "cifar10_ae" in timeline.read_text():
+        if timeline.exists() and "cifar10_rae" in timeline.read_text():
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert (tmp_path / "runs" / "cifar10_ae" / "stopped_by_15").exists()
+    assert (tmp_path / "runs" / "cifar10_rae" / "stopped_by_15").exists()
     assert "not run: mnist_ae" in out and "=== mnist_ae" not in out
     proc, out, _ = _run_report(tmp_path / "again", JOBS="1", FAKE_RC_mnist_ae="2")
     assert proc.returncode == 1 and "FAILED: mnist_ae" in out and "mnist_aegan: ok" in out
