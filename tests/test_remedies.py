@@ -318,16 +318,20 @@ def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
     that starts inside the stage is named."""
     from raegan_jax.stages import ae_stage_mismatch
     rae = rj.get_preset("cifar10_rae")  # an AE stage of 120 epochs, 252 steps each
-    ae = lambda f: rj.get_preset("cifar10_ae", {"train.cooldown_fraction": f})  # noqa: E731
+    ae = lambda f: rj.get_preset("cifar10_ae", {"train.cooldown_fraction": f,  # noqa: E731
+                                                "train.batch_size": 32})  # the stage's batch
     assert ae_stage_mismatch(ae(0.4), rae, 8068) == []  # 200 epochs cooling from epoch 120
     assert ae_stage_mismatch(ae(0.41), rae, 8068) == ["train.cooldown_fraction"]
 
 
 def test_ds_own_settings_leave_the_ae_stage_as_it_is():
     """D's Adam (rate, b1, eps) and the game's settings change no AE-stage update: a plain
-    AE run stands in for the stage of a GAN run that sets them; the AE's own rate does not."""
+    AE run stands in for the stage of a GAN run that sets them; the AE's own rate and
+    batch size do not (the cifar10_ae preset's batch 16 is not the stage's 32)."""
     from raegan_jax.stages import ae_stage_mismatch
-    ae = rj.get_preset("cifar10_ae", {"train.epochs": 120})
+    assert ae_stage_mismatch(rj.get_preset("cifar10_ae", {"train.epochs": 120}),
+                             rj.get_preset("cifar10_aegan"), 8068) == ["train.batch_size"]
+    ae = rj.get_preset("cifar10_ae", {"train.epochs": 120, "train.batch_size": 32})
     gan = lambda over: rj.get_preset("cifar10_aegan", over)  # noqa: E731
     assert ae_stage_mismatch(ae, gan({"train.d_lr": 1e-3, "train.d_b1": 0.5, "train.d_eps": 1e-4,
                                       "gan.adv_weight": 0.1}), 8068) == []
