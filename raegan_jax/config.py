@@ -299,10 +299,11 @@ def resolve(cfg: Config) -> Config:
 # - cifar10_ae: batch 16 (CIFAR_AE_BATCH), not the default 128 (the report states none): the
 #   report's 200 epochs are then 100,800 steps instead of 12,600. The AE is short of steps,
 #   not images (half the images at the same steps: the same loss). Val BCE, weight average,
-#   seeds 0-2 (CPU): 0.5528 / 0.5524 / SEED2 at batch 16, 0.5538 / 0.5532 / 0.5535 at 32,
-#   0.5601 +- 0.0008 at 128 (H200); PSNR 28.1-28.5 dB against 27.1-27.8 and 23.9 (RESULTS §3
-#   item 10). No larger rate, cool-down or longer average closes the gap at batch 32 (§3).
-#   It costs CPU time: 46 min a run beside another, 37 alone, against 24 min alone at 32.
+#   seeds 0-2 (CPU): 0.5528 / 0.5524 / 0.5523 at batch 16, 0.5540 / 0.5532 / 0.5535 at 32,
+#   0.5601 +- 0.0008 at 128 (H200); PSNR 28.1-28.6 dB against 27.1-27.8 and 23.9 (RESULTS §3
+#   item 10). Neither a cool-down nor Adam 2e-3 after epoch 120 closes the gap at batch 32
+#   (§3). It costs CPU time: 38 min alone (839 img/s), 46-47 beside another run, against
+#   ~28 alone at 32 on the same machine.
 # - cifar10_rae / cifar10_aegan / cifar10_raegan: batch 32 (CIFAR_BATCH). Their AE stage
 #   (below) is the plain AE at batch 32: val BCE 0.5541 +- 0.0004 at its epoch 200 (3 seeds,
 #   H200) against 0.5601 +- 0.0008 at 128.

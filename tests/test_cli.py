@@ -65,16 +65,17 @@ def test_every_set_in_the_readme_is_a_valid_override():
     spans = _readme_set_spans()
     assert len(spans) > 15
     for span in spans:
-        tokens = shlex.split(span.split("&&")[-1])
-        tokens = tokens[tokens.index("--set"):]
-        args = build_parser().parse_args(["train", "--workdir", "w", *tokens])
-        sets = _parse_sets(args.sets)
-        assert len(sets) == span.count("="), span  # every key=value was read, none dropped
-        accepted = []
-        for name in PRESETS:
-            try:
-                get_preset(name, sets)
-                accepted.append(name)
-            except ConfigError:
-                pass
-        assert accepted, f"no preset accepts the README's {span!r}"
+        for command in (c for c in span.split("&&") if "--set" in c):  # chained commands, each
+            tokens = shlex.split(command)
+            tokens = tokens[tokens.index("--set"):]
+            args = build_parser().parse_args(["train", "--workdir", "w", *tokens])
+            sets = _parse_sets(args.sets)
+            assert len(sets) == command.count("="), span  # every key=value read, none dropped
+            accepted = []
+            for name in PRESETS:
+                try:
+                    get_preset(name, sets)
+                    accepted.append(name)
+                except ConfigError:
+                    pass
+            assert accepted, f"no preset accepts the README's {command!r}"
