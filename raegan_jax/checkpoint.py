@@ -153,13 +153,10 @@ class Checkpointer:
         except Exception:  # noqa: BLE001 -- no metadata to go by: the restore decides
             return False
         saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(meta) if hasattr(m, "shape")}
-
-        def name(path) -> str:  # Orbax's leaf names: the keys joined by dots
-            return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
-                            for k in path)
-
-        return any(name(path) in saved and saved[name(path)] != tuple(np.shape(leaf))
-                   for path, leaf in jax.tree_util.tree_flatten_with_path(like)[0])
+        # Orbax names a leaf by its keys joined with dots, as keystr's simple form does.
+        names = ((jax.tree_util.keystr(path, simple=True, separator="."), np.shape(leaf))
+                 for path, leaf in jax.tree_util.tree_flatten_with_path(like)[0])
+        return any(n in saved and saved[n] != tuple(shape) for n, shape in names)
 
     def _restore_state(self, step: int, abstract: Any) -> Any:
         return self._mngr.restore(step, args=ocp.args.Composite(
