@@ -33,6 +33,7 @@ same command then resumes them exactly.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import shutil
@@ -43,7 +44,8 @@ import threading
 import time
 
 from raegan_jax.bench import ae_stage_chain, available_splits
-from raegan_jax.config import get_preset
+from raegan_jax.config import IMAGE_SHAPES, get_preset
+from raegan_jax.data import images_used
 from raegan_jax.workdir import read_records
 
 PRESETS = ("mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan",
@@ -68,8 +70,14 @@ def cpu_groups(cpus: list[int], jobs: int) -> list[list[int]] | None:
     return [cpus[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
-def plan(presets: list[str], share: bool) -> tuple[dict[str, str], dict[str, int]]:
+def plan(presets: list[str], share: bool, sizes: dict[str, tuple[int, int]]
+         ) -> tuple[dict[str, str], dict[str, int]]:
     """Which presets take their AE stage from which, and how long each stage is.
+
+    Args:
+      presets: the presets to run.
+      share: whether chained presets take their stage from an earlier run.
+      sizes: dataset -> (train, test) images on disk (:func:`~raegan_jax.bench.available_splits`).
 
     Returns:
       ``({preset: source preset}, {preset: its train.ae_stage_epochs})`` for the chained
@@ -77,21 +85,28 @@ def plan(presets: list[str], share: bool) -> tuple[dict[str, str], dict[str, int
     """
     if not share:
         return {}, {}
-    chain = ae_stage_chain(presets, available_splits(presets, log=lambda msg: None))
+    chain = ae_stage_chain(presets, sizes)
     return chain, {name: get_preset(name).train.ae_stage_epochs for name in chain}
 
 
-def order(presets: list[str], chain: dict[str, str]) -> list[str]:
+def work(name: str, sizes: dict[str, tuple[int, int]], chained: bool) -> float:
+    """What a preset's run costs, roughly: the pixels its AE passes over (D's passes
+    counted too), over the epochs it trains itself (a chained preset skips its stage)."""
+    cfg = get_preset(name)
+    images = images_used(cfg.data.train_examples, sizes[cfg.data.dataset][0])
+    epochs = cfg.train.epochs - (cfg.train.ae_stage_epochs if chained else 0)
+    return (images * epochs * math.prod(IMAGE_SHAPES[cfg.data.dataset])
+            * cfg.model.passes * (1 + cfg.is_gan))
+
+
+def order(presets: list[str], chain: dict[str, str], sizes: dict[str, tuple[int, int]]
+          ) -> list[str]:
     """The order workers take presets in: the sources of AE stages first (the chained ones
-    wait for them), then the others as given, then the chained ones, those with the most
-    image-passes left after their stage first (so the longest does not run last alone)."""
-    def work(name: str) -> int:
-        cfg = get_preset(name)
-        return (cfg.train.epochs - cfg.train.ae_stage_epochs) * cfg.model.passes * (
-            1 + cfg.is_gan)
+    wait for them), then the rest, the costliest first (:func:`work`), so that no long run
+    is left to run alone at the end. A worker takes the first one that may start."""
     sources = [p for p in presets if p in set(chain.values())]
-    rest = [p for p in presets if p not in sources and p not in chain]
-    return sources + rest + sorted((p for p in presets if p in chain), key=work, reverse=True)
+    rest = [p for p in presets if p not in sources]
+    return sources + sorted(rest, key=lambda p: work(p, sizes, p in chain), reverse=True)
 
 
 def stage_ready(source: pathlib.Path, epoch: int, source_ended: bool) -> bool:
@@ -138,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         raise SystemExit(f"JOBS={jobs}: must be at least 1")
     runs.mkdir(parents=True, exist_ok=True)
-    chain, stage = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1")
-    todo = order(presets, chain)
+    sizes = available_splits(presets, log=lambda msg: None)
+    chain, stage = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1", sizes)
+    todo = order(presets, chain, sizes)
     groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None
     commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
                              "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

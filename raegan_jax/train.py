@@ -308,6 +308,7 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
     stop = _StopRequests()
     dispatches = 0
+    evals, last = None, False
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             plan = sweep_plan(cfg, epoch)
@@ -369,7 +370,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
         if writer is not None:
             writer.close()
 
-    final_eval = to_host(evaluate(state))
+    # The last epoch was just evaluated; a rerun of a finished run evaluates anew.
+    final_eval = evals if last else to_host(evaluate(state))
     summary = _summary(cfg, ds, history, final_eval, compile_s, time.perf_counter() - t_start, step)
     if _is_main():
         _figures(cfg, state, ds, history, workdir)
