@@ -309,7 +309,8 @@ def resolve(cfg: Config) -> Config:
 #   H200) against 0.5601 +- 0.0008 at 128.
 # - cifar10_aegan: batch 32. Val BCE 0.5712 +- 0.0006 (3 seeds, CPU) against
 #   0.5777 +- 0.0026 at 128, balance gap over the last 3 epochs 0.26 against 0.34 (RESULTS
-#   §8). Not cifar10_raegan: at batch 32 one seed of 3 stayed on the mean-image plateau.
+#   §8). cifar10_raegan at batch 32 without the AE stage stayed on the mean-image plateau
+#   in one seed of 3; with the stage every seed learns (0.5560 +- 0.0004 at pass 1).
 # - cifar10_rae: batch 32, the first 120 of its 150 epochs the plain one-pass AE
 #   (train.ae_stage_epochs, RAE_AE_STAGE; the AE's Adam restarts at the switch), the weight
 #   average evaluated. Val BCE 0.5558 / 0.5570 / 0.5583 (passes 1-3, mean of 3 seeds, CPU;
