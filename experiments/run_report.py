@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None
     commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
                              "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}; {jobs} at a time"
+    print(f"commit {commit}; python {sys.prefix}; {jobs} at a time"
           + (f", pinned to CPUs {groups}" if groups else "")
           + (f"; AE stages from {chain}" if chain else ""), flush=True)
 

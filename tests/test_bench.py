@@ -137,16 +137,15 @@ def _run_report(tmp_path, wait=True, **env):
     fake = bin_dir / "raegan"
     fake.write_text(FAKE_RAEGAN.format(python=sys.executable))
     fake.chmod(0o755)
-    # The script's `python` is this interpreter: a pyenv shim would put its own bin first
-    # on PATH, where a real `raegan` may be installed.
-    python = bin_dir / "python"
-    if not python.exists():
-        python.symlink_to(sys.executable)
+    # The script runs this interpreter (PYTHON), never a `python` found on PATH: a symlink to
+    # a venv's interpreter from outside the venv starts the base Python, which on a clean
+    # machine has no jax; a pyenv shim on PATH may find a real `raegan`.
     proc = subprocess.Popen(["bash", str(REPO / "experiments" / "run_report.sh"),
                              str(tmp_path / "runs")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                 "PYTHONPATH": str(REPO), "RUN_REPORT_POLL_S": "0.1", **env})
+                                 "PYTHONPATH": str(REPO), "PYTHON": sys.executable,
+                                 "RUN_REPORT_POLL_S": "0.1", **env})
     if not wait:
         return proc, None, None
     out, err = proc.communicate(timeout=300)
@@ -176,8 +175,11 @@ def test_run_report_sh_chains_the_ae_stages_to_cifar10_rae(tmp_path):
     """experiments/run_report.sh passes what ae_stage_chain decides: cifar10_rae keeps the
     stage's epoch, the GAN presets start from it once it has trained past it;
     SHARE_AE_STAGE=0 runs each alone."""
+    import sys
     proc, out, calls = _run_report(tmp_path, JOBS="1", FAKE_SLOW="0.3")
     assert proc.returncode == 0, out
+    # the script ran in this test's environment (a venv's, where the suite runs in one)
+    assert f"python {sys.prefix};" in out.splitlines()[0]
     assert len(calls) == 6
     assert "train.keep_epochs=120" in calls["cifar10_rae"]
     for p in ("cifar10_aegan", "cifar10_raegan"):
