@@ -17,13 +17,19 @@ is tried.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import datetime
 import hashlib
 import itertools
 import json
+import logging
+import os
 import pathlib
 import shutil
+import sys
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -41,6 +47,10 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint whose files are damaged or missing (as opposed to one of another model)."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a lost mount); what it had written is gone."""
 
 
 class Checkpointer:
@@ -78,13 +88,39 @@ class Checkpointer:
         return self.directory / str(step)
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` and JSON ``meta`` as checkpoint ``step``, waits, then writes its digests."""
-        self._mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-        self._mngr.wait_until_finished()
-        if jax.process_index() == 0:
-            _write_digests(self.path(step))
+        """Saves ``state`` and JSON ``meta`` as checkpoint ``step``, waits, then writes its digests.
+
+        Raises:
+          CheckpointWriteError: in one line, if any part of the write fails (a full disk):
+            what failed, the newest intact checkpoint, and that the same command resumes
+            from it. The half-written checkpoint is removed, never kept as a good one.
+        """
+        try:
+            with _orbax_quiet():
+                self._mngr.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+                self._mngr.wait_until_finished()
+            if jax.process_index() == 0:
+                _write_digests(self.path(step))
+        except Exception as e:  # noqa: BLE001 -- Orbax and tensorstore raise many types
+            self._discard(step)
+            newest = self.latest_step()
+            where = (f"the newest intact checkpoint is {self.path(newest)}; free space and rerun "
+                     f"the same command to resume from it" if newest is not None else
+                     "no checkpoint of this run was written yet; free space and rerun the same "
+                     "command to start again")
+            why = "no space left on device" if _NO_SPACE in str(e) else _short(e)
+            raise CheckpointWriteError(f"could not write checkpoint {self.path(step)}: {why}; "
+                                       f"{where}") from None
         barrier(f"raegan_checkpoint_digests_{step}")  # nobody reads them half-written
+
+    def _discard(self, step: int) -> None:
+        """Removes whatever a failed save of ``step`` left: Orbax's temporary folder, or the
+        committed folder whose digests could not be written."""
+        if jax.process_index() == 0:
+            for leftover in [self.path(step), *self.directory.glob(f"{step}.orbax-checkpoint-tmp*")]:
+                shutil.rmtree(leftover, ignore_errors=True)
+        self._mngr.reload()
 
     def read_meta(self, step: int) -> dict:
         """Reads only the JSON metadata of checkpoint ``step``.
@@ -314,6 +350,49 @@ def _write_digests(root: pathlib.Path) -> None:
     tmp = root / (DIGESTS + ".tmp")
     tmp.write_text(json.dumps(digests, indent=0))
     tmp.replace(root / DIGESTS)  # atomic: a digest file is whole or absent
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Keeps a failed write's echoes off the terminal while Orbax writes.
+
+    On a full disk Orbax logs each failing array, and tensorstore completes every write
+    still pending on the event loop Orbax has closed by printing a traceback straight to
+    file descriptor 2 ("RuntimeError: Event loop is closed"), ~100 of them, past any
+    Python hook. So fd 2 goes to a temporary file while Orbax writes: after a good write
+    whatever was printed is passed on unchanged; after a failed one it is dropped, and
+    :meth:`Checkpointer.save` reports the failure in one line.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            if failed:
+                # The failed writes' asyncio tasks report "exception was never retrieved"
+                # when collected: here, or (those still referenced) later through the
+                # asyncio logger, which from now on drops exactly those reports.
+                gc.collect()
+                logging.getLogger("asyncio").addFilter(_drop_unretrieved)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                capture.seek(0)
+                echoed = capture.read()
+                if echoed:
+                    os.write(2, echoed)
+
+
+def _drop_unretrieved(record: logging.LogRecord) -> bool:
+    return "exception was never retrieved" not in record.getMessage()
+
+
+_NO_SPACE = "No space left on device"
 
 
 def _short(e: Exception) -> str:

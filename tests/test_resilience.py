@@ -216,3 +216,45 @@ def test_a_lone_process_stays_alone():
     res = subprocess.run([sys.executable, "-c", code, str(REPO)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert res.stdout.split() == ["False", "1"], res.stderr[-2000:]
+
+
+FAILED_WRITE = r"""
+import json, pathlib, resource, signal, sys
+import jax, jax.numpy as jnp, numpy as np
+from raegan_jax.checkpoint import Checkpointer, CheckpointWriteError
+root = pathlib.Path(sys.argv[1])
+state = {"w": jnp.arange(200_000, dtype=jnp.float32), "b": jnp.ones(3)}
+ckpt = Checkpointer(root)
+ckpt.save(1, state, {"epoch": 1})
+# Every file this process writes from now on stops at 64 KiB (EFBIG, as a full disk stops
+# it): checkpoint 2's arrays cannot be written.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, resource.RLIM_INFINITY))
+try:
+    ckpt.save(2, jax.tree.map(lambda x: x + 1, state), {"epoch": 2})
+except CheckpointWriteError as e:
+    print("ERROR", e)
+print("LEFT", sorted(p.name for p in root.iterdir()))
+print("LATEST", ckpt.latest_step())
+back = ckpt.restore(ckpt.latest_step(), state)
+print("RESTORED", bool(np.array_equal(back["w"], state["w"])))
+"""
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(tmp_path):
+    """A checkpoint whose write fails partway (a full disk; here a file-size limit) ends in
+    one line naming it, the newest intact checkpoint and that the same command resumes from
+    it; its half-written files are gone and the newest intact one still restores. None of
+    Orbax's ~100 tracebacks of the failed writes reaches the terminal."""
+    proc = subprocess.run([sys.executable, "-c", FAILED_WRITE, str(tmp_path / "ckpt")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu",
+                               "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = dict(l.split(" ", 1) for l in proc.stdout.splitlines())
+    assert out["ERROR"].startswith(f"could not write checkpoint {tmp_path / 'ckpt' / '2'}: ")
+    assert (f"the newest intact checkpoint is {tmp_path / 'ckpt' / '1'}; free space and rerun "
+            f"the same command to resume from it") in out["ERROR"]
+    assert out["LEFT"] == "['1']"  # no "2", no "2.orbax-checkpoint-tmp…"
+    assert out["LATEST"] == "1" and out["RESTORED"] == "True"
+    assert "Traceback" not in proc.stderr and "never retrieved" not in proc.stderr, proc.stderr
