@@ -44,7 +44,8 @@ import threading
 import time
 
 from raegan_jax.bench import ae_stage_chain, available_splits
-from raegan_jax.config import IMAGE_SHAPES, get_preset
+from raegan_jax.config import IMAGE_SHAPES
+from raegan_jax.configs import get_preset
 from raegan_jax.data import images_used
 from raegan_jax.workdir import read_records
 

@@ -24,7 +24,8 @@ import optax
 
 from raegan_jax import data as data_lib
 from raegan_jax.checkpoint import load_params
-from raegan_jax.config import from_dict, get_preset
+from raegan_jax.config import from_dict
+from raegan_jax.configs import get_preset
 from raegan_jax.parallel import make_mesh
 from raegan_jax.programs import epoch_permutation, make_multi_step, sweep_batches
 from raegan_jax.state import create_train_state

@@ -21,8 +21,9 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "raegan_jax.config": ["PRESETS", "Config", "ConfigError", "DataConfig", "GanConfig",
-                          "ModelConfig", "TrainConfig", "apply_overrides", "get_preset"],
+    "raegan_jax.config": ["Config", "ConfigError", "DataConfig", "GanConfig", "ModelConfig",
+                          "TrainConfig", "apply_overrides"],
+    "raegan_jax.configs": ["PRESETS", "departures", "get_preset"],
     "raegan_jax.models": ["Cifar10AE", "DenseDiscriminator", "MnistAE", "build_models", "to_images"],
     "raegan_jax.parallel": ["initialize_distributed", "make_mesh"],
     "raegan_jax.cycle": ["cycle_offset", "cycle_pass"],

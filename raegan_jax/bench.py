@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from raegan_jax.config import PRESETS, Config, get_preset
+from raegan_jax.config import Config
+from raegan_jax.configs import PRESETS, get_preset
 from raegan_jax import data as data_lib
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state

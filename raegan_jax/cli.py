@@ -78,17 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
 
     from raegan_jax.checkpoint import CheckpointError
-    from raegan_jax.config import PRESETS, ConfigError, get_preset
+    from raegan_jax.config import ConfigError
+    from raegan_jax.configs import PRESETS, describe, get_preset
     from raegan_jax.data import DataError
 
     if args.cmd == "presets":
-        for name, cfg in PRESETS.items():
-            gan = (f"policy={cfg.gan.stage_policy} adv_weight={cfg.gan.adv_weight:g}" if cfg.is_gan
-                   else "policy=-")
-            print(f"{name:16s} {cfg.model.family:7s} passes={cfg.model.passes} epochs={cfg.train.epochs:<4d}"
-                  f"train/test={cfg.data.train_examples}/{cfg.data.test_examples}"
-                  f"{' (resampled)' if cfg.data.resample_train else ''} "
-                  f"loss={cfg.train.recon_loss} ae_lr={cfg.train.ae_lr:g} {gan}")
+        print("\n\n".join(describe(name) for name in PRESETS))
+        print("\n`--set FIELD=VALUE` with a report value returns a preset to the report's recipe;"
+              " the reasons and measurements: help(raegan_jax.configs.<mnist|cifar10>.<preset>)")
         return 0
     if (args.coordinator_address is None) != (args.num_processes is None) or (
             args.coordinator_address is None) != (args.process_id is None):

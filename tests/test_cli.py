@@ -10,7 +10,8 @@ import pytest
 
 from conftest import REPO
 from raegan_jax.cli import _parse_sets, build_parser
-from raegan_jax.config import PRESETS, ConfigError, get_preset
+from raegan_jax.config import ConfigError
+from raegan_jax.configs import PRESETS, get_preset
 
 
 def raegan(*args, cwd=None):
@@ -48,10 +49,18 @@ def test_missing_cifar_data_says_where_it_looked(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def test_presets_listed():
+def test_presets_list_every_departure_from_the_report():
+    from raegan_jax.configs import departures
     res = raegan("presets")
     assert res.returncode == 0
-    assert all(p in res.stdout for p in ("mnist_ae", "cifar10_rae", "cifar10_raegan"))
+    blocks = dict(zip(PRESETS, res.stdout.split("\n\n")))
+    for name, block in blocks.items():
+        assert block.startswith(f"{name}: ")
+        lines = block.splitlines()
+        for path, _, _ in departures(name):
+            assert sum(l.strip().startswith(f"{path}: ") for l in lines) == 1, (name, path)
+    assert "train.batch_size: 128 -> 16" in blocks["cifar10_ae"]
+    assert "gan.stage_policy: phases -> alternate" in blocks["cifar10_raegan"]
 
 
 def _readme_set_spans() -> list[str]:
