@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set model.passes=3 train.epochs=10 "
                         "(repeatable)")
+    t.add_argument("--as-written", action="store_true",
+                   help="the preset's experiment with the report's own settings, none of the "
+                        "preset's departures (`raegan presets` lists them); --set still applies")
     t.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = t.add_argument_group(
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.data_dir is not None and not os.path.isdir(args.data_dir):
             raise DataError(f"--data-dir {args.data_dir} is not a directory")
-        cfg = get_preset(args.preset, _parse_sets(args.sets))
+        cfg = get_preset(args.preset, _parse_sets(args.sets), as_written=args.as_written)
         train_and_evaluate(cfg, args.workdir, data_dir=args.data_dir, progress=not args.no_progress)
     except (ConfigError, DataError, CheckpointError, WorkdirError, TrainingDiverged) as e:
         print(f"raegan: error: {e}", file=sys.stderr)

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 from raegan_jax.config import Config, ConfigError, apply_overrides, diff
 from raegan_jax.configs import cifar10, mnist
-from raegan_jax.configs.report import RESULTS, as_written
+from raegan_jax.configs.report import RESULTS
+from raegan_jax.configs.report import as_written as as_written_
 
 _BUILDERS = {**mnist.PRESETS, **cifar10.PRESETS}
 # The report's order (SPEC §5).
@@ -19,13 +20,16 @@ NAMES = ("mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan"
 PRESETS: dict[str, Config] = {name: _BUILDERS[name]() for name in NAMES}
 
 
-def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Config:
+def get_preset(name: str, overrides: Mapping[str, Any] | None = None, *,
+               as_written: bool = False) -> Config:
     """Returns a validated preset, optionally with dotted-path overrides.
 
     Args:
       name: one of :data:`PRESETS` (``mnist_ae``, ``cifar10_raegan``, ...).
       overrides: ``{"model.passes": 3, "train.batch_size": 64, ...}``. Values
         may be Python values or strings (as given on the command line).
+      as_written: the report's experiment with the report's settings (none of the
+        preset's departures), then ``overrides``.
 
     Returns:
       The validated :class:`Config`.
@@ -35,13 +39,13 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Config:
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return apply_overrides(PRESETS[name], overrides or {})
+    return apply_overrides(as_written_(name) if as_written else PRESETS[name], overrides or {})
 
 
 def departures(name: str) -> list[tuple[str, Any, Any]]:
     """Every field where preset ``name`` departs from the report's experiment as written:
     ``[(dotted field, the report's value, the preset's value), ...]``."""
-    report, preset = as_written(name), PRESETS[name]
+    report, preset = as_written_(name), PRESETS[name]
     out = []
     for path in diff(report, preset):
         section, field = path.split(".")
