@@ -72,7 +72,7 @@ def _readme_set_spans() -> list[str]:
 def test_every_set_in_the_readme_is_a_valid_override():
     """Each `--set ...` the README tells a user to type parses and some preset accepts it."""
     spans = _readme_set_spans()
-    assert len(spans) > 15
+    assert len(spans) >= 2
     for span in spans:
         for command in (c for c in span.split("&&") if "--set" in c):  # chained commands, each
             tokens = shlex.split(command)

@@ -2,7 +2,6 @@
 
 import re
 
-import jax
 import numpy as np
 
 from conftest import REPO
@@ -27,6 +26,9 @@ def test_readme_library_example_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(outs[2]), np.asarray(ae.apply(v, ae.apply(v, once))),
                                rtol=1e-4, atol=1e-5)
     assert int(state.step) == ns["spe"]  # one sweep of the library's own loop
-    assert (tmp_path / "runs" / "my_run" / "summary.json").exists()
-    assert np.isfinite(float(ns["metrics"]["recon_loss"][0]))
-    assert jax.tree.structure(ns["summary"]["val_recon_loss"]) is not None
+    assert len(ns["metrics"]["recon_loss"]) == 3 and np.all(np.isfinite(ns["metrics"]["recon_loss"]))
+    # what train_and_evaluate returns is what the run wrote: one finite loss per pass
+    import json
+    written = json.loads((tmp_path / "runs" / "my_run" / "summary.json").read_text())
+    assert written["val_recon_loss"] == ns["summary"]["val_recon_loss"]
+    assert len(written["val_recon_loss"]) == 3 and np.all(np.isfinite(written["val_recon_loss"]))
