@@ -5,9 +5,10 @@ non-saturating adversarial term, D's loss and Adam (5e-3 / 1e-3 by default)
 are those of raegan_jax, and ``tests/test_torch_parity.py`` checks it: with
 the same weights (:func:`load_jax_params`) the two give the same outputs,
 losses and gradients, and the same losses after several Adam steps of each
-family. The ``cycle`` objective takes its passes from the one shared
-definition, :func:`raegan_jax.cycle.cycle_pass`, with the step counted as
-raegan_jax counts it (every step, D steps too). It is written the way a
+family. The ``cycle`` objective is computed here, on its own (:func:`cycle_pass`,
+written from SPEC §3 and the 32-bit hash that draws each sweep's start), with the
+step counted as raegan_jax counts it (every step, D steps too): the parity test then
+checks raegan_jax's schedule against an independent one. It is written the way a
 PyTorch user would write it (eager, a Python loop over the passes, only the
 stage's network updated); what it does not have is raegan_jax's stage
 policies, schedules and clipping: the caller picks ``ae_step`` or ``d_step``.
@@ -22,7 +23,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raegan_jax.cycle import cycle_pass
+_M32 = 0xFFFFFFFF
+
+
+def _lowbias32(x: int) -> int:
+    """The "lowbias32" 32-bit integer hash (Chris Wellons), on Python ints."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def cycle_pass(seed: int, step: int, row: int, steps_per_sweep: int, batch_size: int,
+               passes: int) -> int:
+    """The report's cycle (SPEC §3): within sweep ``step // steps_per_sweep`` sample
+    i = k * batch_size + row (k = step mod steps_per_sweep) trains on pass (s + i) mod
+    passes, its start s = lowbias32(lowbias32(seed) ^ sweep) mod passes."""
+    sweep, k = divmod(step, steps_per_sweep)
+    start = _lowbias32(_lowbias32(seed & _M32) ^ sweep) % passes
+    return (start + k * batch_size + row) % passes
 
 
 class MnistAE(nn.Module):
@@ -145,8 +165,8 @@ class TorchTrainer:
         return per.gather(0, self.pass_index(x.shape[0]).to(per.device)[None]).mean()
 
     def pass_index(self, batch_size):
-        """[B] zero-based pass of each row of this step under the ``cycle`` objective:
-        the one definition raegan_jax uses, :func:`raegan_jax.cycle.cycle_pass`."""
+        """[B] zero-based pass of each row of this step under the ``cycle`` objective
+        (this module's own :func:`cycle_pass`)."""
         return torch.tensor([cycle_pass(self.seed, self.step_count, i, self.steps_per_epoch,
                                         batch_size, self.passes) for i in range(batch_size)])
 

@@ -40,10 +40,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from raegan_jax import data
-from raegan_jax.checkpoint import load_params
-from raegan_jax.config import Config, from_dict
+from raegan_jax.config import Config
 from raegan_jax.models import to_images
-from raegan_jax.state import TrainState, create_train_state, eval_d_params, eval_params
+from raegan_jax.runs import load_run
+from raegan_jax.state import TrainState, eval_d_params, eval_params
 from raegan_jax.steps import ae_logits, bind, d_logits
 
 
@@ -83,8 +83,8 @@ def load_gan_run(workdir: pathlib.Path) -> tuple[dict, Config, TrainState]:
     Raises:
       ValueError: the run is not of a GAN family.
     """
-    cfg_d, state = load_params(workdir, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
-    cfg = from_dict(cfg_d)
+    run = load_run(workdir)
+    cfg_d, cfg, state = run.config.to_dict(), run.config, run.state
     if not cfg.is_gan:
         raise ValueError(f"{workdir}: a {cfg.model.family!r} run has no discriminator")
     return cfg_d, cfg, state

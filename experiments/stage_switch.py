@@ -23,23 +23,21 @@ import numpy as np
 import optax
 
 from raegan_jax import data as data_lib
-from raegan_jax.checkpoint import load_params
-from raegan_jax.config import from_dict
 from raegan_jax.configs import get_preset
 from raegan_jax.parallel import make_mesh
-from raegan_jax.programs import epoch_permutation, make_multi_step, sweep_batches
+from raegan_jax.programs import Evaluator, epoch_permutation, make_multi_step, sweep_batches
 from raegan_jax.state import create_train_state
-from raegan_jax.train import _Evaluator
+from raegan_jax.runs import load_run
 
 
 def run(src: str, steps: int, evals: list[int]) -> dict:
     cfg = get_preset("cifar10_rae", {"train.ae_stage_epochs": 0, "train.ae_ema": 0.0})
-    _, src_state = load_params(src, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
+    src_state = load_run(src).state
     ds = data_lib.load(cfg)
     mesh = make_mesh(batch_size=cfg.train.batch_size)
     spe = len(ds.train.images) // cfg.train.batch_size
     program = make_multi_step(cfg, 1, steps_per_epoch=spe, mesh=mesh)
-    evaluate = _Evaluator(cfg, mesh, ds.test.images)
+    evaluate = Evaluator(cfg, mesh, ds.test.images)
     perm = np.asarray(epoch_permutation(cfg.train.seed, 0, len(ds.train.images)))
     batches = sweep_batches(ds.train.images, perm, spe, cfg.train.batch_size, mesh)
     out = {}

@@ -44,9 +44,8 @@ import time
 import numpy as np
 
 from raegan_jax import figures
-from raegan_jax.figures import train_recon_loss
 from raegan_jax.losses import balance_gap
-from raegan_jax.workdir import read_records
+from raegan_jax.workdir import read_records, train_recon_loss
 
 # A run is on the mean-image plateau while its reconstruction loss stays near
 # that of one constant image for every input (measured: CIFAR-10 BCE 0.691,

@@ -20,10 +20,10 @@ import jax
 import numpy as np
 
 from raegan_jax import data, losses
-from raegan_jax.checkpoint import load_params
-from raegan_jax.config import apply_overrides, from_dict
+from raegan_jax.config import apply_overrides
 from raegan_jax.models import build_models
-from raegan_jax.state import create_train_state, eval_params
+from raegan_jax.runs import load_run
+from raegan_jax.state import eval_params
 
 
 def per_image_loss(workdir: pathlib.Path, data_dir: str | None = None,
@@ -39,8 +39,8 @@ def per_image_loss(workdir: pathlib.Path, data_dir: str | None = None,
       ``(run config dict, float64 [test images] loss per image)``, the loss being
       the run's (MSE on the output or BCE from the logits), averaged over pixels.
     """
-    cfg_d, state = load_params(workdir, lambda d: create_train_state(from_dict(d), jax.random.key(0)))
-    cfg = from_dict(cfg_d)
+    run = load_run(workdir)
+    cfg_d, cfg, state = run.config.to_dict(), run.config, run.state
     everything = apply_overrides(cfg, {"data.test_examples": 0, "data.subset": "first"})
     test = data.load(everything, data_dir).test.images
     ae, _ = build_models(cfg)

@@ -40,8 +40,8 @@ from raegan_jax import data as data_lib
 from raegan_jax.parallel import replicated
 from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
-from raegan_jax.stages import AE_STAGE, ae_stage_config, ae_stage_mismatch, sweep_plan
-from raegan_jax.workdir import RESUMABLE_FIELDS
+from raegan_jax.runs import ae_stage_mismatch
+from raegan_jax.stages import AE_STAGE, ae_stage_config, sweep_plan
 from raegan_jax.steps import steps_per_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -326,7 +326,7 @@ def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=Non
     Returns:
       ``{preset: source preset}`` for each preset whose AE stage is, update for update,
       the first ``train.ae_stage_epochs`` epochs of the source's run
-      (:func:`~raegan_jax.stages.ae_stage_mismatch` finds nothing). A source is an
+      (:func:`~raegan_jax.runs.ae_stage_mismatch` finds nothing). A source is an
       earlier plain AE or an earlier preset that trains its own AE stage, at least as
       long (a plain AE first); a chained preset is no source (its stage is not its own).
     """
@@ -339,7 +339,7 @@ def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=Non
             n = data_lib.images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
             src = [c for c in sources if c.data.dataset == cfg.data.dataset
                    and _ae_epochs(c) >= cfg.train.ae_stage_epochs
-                   and not ae_stage_mismatch(c, cfg, n, RESUMABLE_FIELDS)]
+                   and not ae_stage_mismatch(c, cfg, n)]
             if src:
                 chain[name] = min(src, key=lambda c: c.model.family != "ae").preset
                 continue

@@ -255,8 +255,10 @@ class Checkpointer:
         self._mngr.close()
 
 
-def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tuple[dict, Any]:
-    """Reads the train state of another run, to start a new run from it.
+def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any],
+                    epoch: int | None = None, what: str = "init_from"
+                    ) -> tuple[dict, Any, pathlib.Path]:
+    """Reads the train state of another run (through :func:`raegan_jax.runs.load_run`).
 
     Args:
       path: a workdir (its newest checkpoint is used), its ``checkpoints``
@@ -265,20 +267,8 @@ def load_params(path: str | pathlib.Path, template: Callable[[dict], Any]) -> tu
         structure (restored into; its values are discarded).
 
     Returns:
-      ``(source config dict, source state)``.
-
-    Raises:
-      CheckpointError: naming the path, if no readable checkpoint is there.
-    """
-    meta, state, _ = load_checkpoint(path, template)
-    return meta["config"], state
-
-
-def load_checkpoint(path: str | pathlib.Path, template: Callable[[dict], Any],
-                    epoch: int | None = None, what: str = "init_from"
-                    ) -> tuple[dict, Any, pathlib.Path]:
-    """As :func:`load_params`, returning ``(meta, state, checkpoint folder)``: the
-    meta holds the source's ``config`` and the ``epoch`` the checkpoint completed.
+      ``(meta, state, checkpoint folder)``: the meta holds the source's ``config``
+      and the ``epoch`` the checkpoint completed.
 
     With ``epoch``, a workdir's checkpoint that ends that epoch is read instead of
     its newest (a checkpoint folder must end it); ``what`` names the setting in errors.

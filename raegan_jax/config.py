@@ -128,7 +128,7 @@ class TrainConfig:
     # stage at least as long): its workdir (or one checkpoint folder), whose checkpoint
     # at the end of epoch ae_stage_epochs stands in for the stage (its AE; the rest of
     # the state starts as this run's would). Its config must train the AE as this run's
-    # stage does (stages.ae_stage_mismatch), so the run continues bit for bit as if it
+    # stage does (runs.ae_stage_mismatch), so the run continues bit for bit as if it
     # had trained the stage itself; its records of those epochs lack their evaluations.
     # experiments/run_report.sh trains the 120-epoch AE stage once (cifar10_rae's) for
     # cifar10_aegan and cifar10_raegan this way. Read only when the workdir holds no

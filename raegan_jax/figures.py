@@ -6,7 +6,15 @@ import itertools
 import pathlib
 from typing import Sequence
 
+import jax.numpy as jnp
 import numpy as np
+
+from raegan_jax.config import Config
+from raegan_jax.models import to_images
+from raegan_jax.parallel import to_host
+from raegan_jax.state import TrainState, eval_params
+from raegan_jax.steps import ae_logits, bind
+from raegan_jax.workdir import adv_lambda, train_recon_loss
 
 
 def _plt():
@@ -61,21 +69,6 @@ def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | p
     for side in ax.spines.values():
         side.set_visible(False)
     return _finish(fig, path, title, suptitle=True)
-
-
-def train_recon_loss(rec: dict) -> list[float] | None:
-    """An epoch record's training reconstruction loss per pass: the epoch's, or
-    its reconstruction sweep's when the epoch ran several sweeps (``phases``)."""
-    return rec.get("train/recon_loss", rec.get("train/recon_sweep/recon_loss"))
-
-
-def adv_lambda(rec: dict) -> list[float] | None:
-    """An epoch record's mean adaptive adversarial weight λ per pass over the steps
-    where the AE learned against D (the game sweep under ``phases``), or None."""
-    for k in ("train/ae_learns/adv_lambda", "train/game_sweep/adv_lambda", "train/adv_lambda"):
-        if k in rec:
-            return rec[k]
-    return None
 
 
 def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
@@ -251,3 +244,22 @@ def diagnostics(histories: dict[str, Sequence[dict]], path: str | pathlib.Path,
     axes[3].set_yscale("symlog", linthresh=1e-4)
     axes[0].legend(fontsize=7)
     return _finish(fig, path, title, suptitle=True)
+
+
+def run_figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: pathlib.Path) -> None:
+    """The figures a run draws at its end: reconstructions of the first test images at
+    every pass (``state``'s evaluated weights) and, from its records, the loss curves and
+    D's accuracies (:func:`history_figures`)."""
+    n = min(cfg.train.num_figure_images, len(ds.test.images))
+    x = jnp.asarray(ds.test.images[:n], jnp.float32) / 255.0
+    b = bind(cfg)
+    params = to_host(eval_params(state))
+    outs = np.asarray(to_images(ae_logits(b, params, x)))
+    passes = "pass 1" if cfg.model.passes == 1 else f"passes 1..{cfg.model.passes}"
+    title = f"{cfg.preset}: test images (top), reconstructions after {passes}"
+    reconstruction_grid(np.asarray(x), outs, workdir / "reconstructions.png", title)
+    if history:
+        history_figures(history, cfg.preset, workdir)
+        if cfg.train.diagnostics:
+            diagnostics({cfg.preset: history}, workdir / "diagnostics.png",
+                                f"{cfg.preset}: plateau instruments")

@@ -50,6 +50,17 @@ def initialize_distributed(coordinator_address: str | None = None,
     return True
 
 
+def is_main() -> bool:
+    """Whether this is process 0, the one that writes logs, records, figures and summaries."""
+    return jax.process_index() == 0
+
+
+def log(msg: str) -> None:
+    """Prints ``msg`` on process 0 only."""
+    if is_main():
+        print(msg, flush=True)
+
+
 def barrier(name: str, timeout_s: float = 3600.0) -> None:
     """Waits until every process reaches barrier ``name`` (a no-op for one process).
 

@@ -19,8 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from raegan_jax.config import Config
 from raegan_jax.parallel import (DATA_AXIS, batch_sharded, check_batch_divides, make_mesh,
-                                 put_global, replicated)
-from raegan_jax.stages import split_by_group
+                                 put_batch, put_global, replicated)
+from raegan_jax.stages import AE_STAGE, ae_stage_config, split_by_group
 from raegan_jax.state import TrainState
 from raegan_jax.steps import (Metrics, _require_epoch_length, bind, eval_step_fn,
                               train_step_fn)
@@ -249,3 +249,34 @@ def epoch_permutation(seed: int, sweep: int, n: int) -> jax.Array:
     """
     key = jax.random.fold_in(jax.random.key(seed), sweep)
     return jax.random.permutation(key, n).astype(jnp.int32)
+
+
+class Evaluator:
+    """Evaluates the state on the test set, held on device as sharded, zero-padded batches."""
+
+    def __init__(self, cfg: Config, mesh, test_images: np.ndarray):
+        bs = cfg.train.batch_size
+        n = len(test_images)
+        pad = (-n) % bs
+        images = np.concatenate([test_images, np.zeros((pad, *test_images.shape[1:]), np.uint8)])
+        weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        self.batches = [put_batch((images[i:i + bs], weights[i:i + bs]), mesh)
+                        for i in range(0, len(images), bs)]
+        self.step = make_eval_step(cfg, mesh=mesh)
+
+    def __call__(self, state: TrainState) -> dict:
+        """Weighted means over the whole test set (still on device)."""
+        parts = [self.step(state, x, w) for x, w in self.batches]
+        weight = sum(m["weight"] for m in parts)
+        return {k: sum(m[k] * m["weight"] for m in parts) / weight for k in parts[0] if k != "weight"}
+
+
+def sweep_programs(cfg: Config, kinds: set, n_dispatch: int, steps_per_epoch: int, mesh: Mesh
+                   ) -> dict[Any, TrainStep]:
+    """One multi-step program per kind of sweep (``Sweep.program``) a run's epochs use: the
+    on-device stage program, a stage's own program, or the plain AE's step on this run's
+    state for an AE-stage sweep. Not yet compiled (:meth:`TrainStep.compile`)."""
+    return {kind: make_multi_step(ae_stage_config(cfg) if kind == AE_STAGE else cfg, n_dispatch,
+                                  steps_per_epoch=steps_per_epoch, mesh=mesh,
+                                  stage=None if kind == AE_STAGE else kind)
+            for kind in sorted(kinds, key=repr)}

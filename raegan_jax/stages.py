@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from raegan_jax.config import Config, diff
+from raegan_jax.config import Config
 
 # Values of the on-device stage flag (``TrainState.stage``).
 STAGE_AE = 0  # the AE learns against the frozen discriminator
@@ -86,60 +86,6 @@ def ae_stage_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, family="ae", passes=1))
 
 
-# Fields in which a plain-AE run may differ from a run's AE stage and still train the
-# AE alike (train.ae_stage_from): the run's length, D's and the game's settings, the
-# recursion's objective, what the run evaluates, logs and keeps.
-_STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr", "train.d_b1",
-               "train.d_eps", "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
-
-
-def ae_stage_mismatch(src: Config, cfg: Config, n_train: int, resumable=frozenset()) -> list[str]:
-    """Where a run ``src`` trains the AE otherwise than ``cfg``'s AE stage does.
-
-    Args:
-      src: the source run's config: a plain AE (family ``ae``), or a run whose own AE
-        stage lasts at least as long as ``cfg``'s.
-      cfg: the run whose AE stage it should stand in for.
-      n_train: the training images ``cfg`` loaded (``data.train_examples`` may
-        differ where both ask for at least every image there is).
-      resumable: fields a run may change when resumed (they change no update).
-
-    Returns:
-      The dotted fields that differ where they must not; empty if the source's
-      first ``train.ae_stage_epochs`` epochs are the stage, update for update.
-    """
-    if src.model.family != "ae":
-        if src.train.ae_stage_epochs < cfg.train.ae_stage_epochs:
-            return [f"train.ae_stage_epochs (the source's AE stage ends at epoch "
-                    f"{src.train.ae_stage_epochs}, before {cfg.train.ae_stage_epochs})"]
-        src = ae_stage_config(src)  # its stage's epochs train this plain AE
-    want = ae_stage_config(cfg)
-    out = []
-    for f in diff(src, want):
-        if f in resumable or f.startswith(_STAGE_FREE):
-            continue
-        if f == "train.ae_ema" and cfg.train.ae_ema == 0:
-            continue  # a weight average beside the AE changes no update; this run drops it
-        if f == "train.cooldown_fraction" and _cools_after(src, cfg, n_train):
-            continue  # the source's cool-down starts after the stage has ended
-        if f == "data.train_examples":
-            took_all = cfg.data.train_examples == 0 or cfg.data.train_examples > n_train
-            if not cfg.data.resample_train and took_all and (
-                    src.data.train_examples == 0 or src.data.train_examples >= n_train):
-                continue  # both asked for at least the n_train images there are
-        out.append(f)
-    if cfg.train.schedule_spans_run and src.train.epochs != cfg.train.epochs:
-        out.append("train.epochs (the learning-rate schedule spans the whole run)")
-    return out
-
-
-def _cools_after(src: Config, cfg: Config, n_train: int) -> bool:
-    """True if ``src``'s cool-down (``train.cooldown_fraction``) begins at or after the
-    last update of ``cfg``'s AE stage: its stage's updates are those of a constant rate."""
-    spe = n_train // cfg.train.batch_size
-    return src.train.cooldown_start(spe) >= cfg.train.ae_stage_epochs * spe
-
-
 def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
     """The sweeps of (zero-based) ``epoch``, in order.
 
@@ -158,7 +104,7 @@ def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
         # Why: Adam's second moments, settled on the one-pass AE's small gradients,
         # scale the recursion's (or the game's) larger first gradients into steps
         # 2-4x too long, and the trained AE falls back to the mean-image plateau
-        # (experiments/RESULTS.md §3 item 9). Fresh moments start the family's
+        # (experiments/notes/2026-11-30_to_12-06-results-history.md §3 item 9). Fresh moments start the family's
         # training as train.init_from does.
         plan[0] = dataclasses.replace(plan[0], restart_ae_optimizer=True)
     return plan

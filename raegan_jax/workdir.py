@@ -1,10 +1,15 @@
-"""The workdir of a run: its lock, its config check, and its metrics log.
+"""What a run leaves in its workdir: the lock while it runs, and the run-record format.
 
 A workdir holds one run: ``config.json``, ``metrics.jsonl`` (one record per
 epoch), ``checkpoints/``, TensorBoard events, figures and ``summary.json``.
 A run holds a lock on it for as long as it runs, so a second command on the
 same workdir is refused at once instead of interleaving its epochs with the
 first's.
+
+The records are written, read and summarised here, and only here: the loop writes
+them (:func:`epoch_record`, :func:`append_record`, :func:`summary`), and the figures,
+the sweeps and the report's tables read them (:func:`read_records`,
+:func:`train_recon_loss`, :func:`adv_lambda`).
 """
 
 from __future__ import annotations
@@ -14,16 +19,15 @@ import json
 import os
 import pathlib
 
-from raegan_jax.config import Config, diff, from_dict
+import sys
+from typing import Any
 
-# Fields that may change when a run is continued: more epochs, other logging, and
-# implementation choices that compute the same function with the same parameters.
-RESUMABLE_FIELDS = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
-                    "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
-                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
-                    "model.batch_chunks", "train.diagnostics", "train.init_from",
-                    "train.init_from_d", "train.init_from_state", "train.ae_stage_from",
-                    "train.keep_epochs"}
+import jax
+import numpy as np
+
+from raegan_jax import losses
+from raegan_jax.config import Config
+from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS
 
 
 class WorkdirError(RuntimeError):
@@ -78,38 +82,6 @@ class WorkdirLock:
         self.release()
 
 
-def check_config(cfg: Config, workdir: pathlib.Path) -> bool:
-    """Returns True if ``workdir`` holds a run of ``cfg`` (to resume), False if it holds none.
-
-    Raises:
-      WorkdirError: the workdir holds a run of another preset or of settings
-        that change what is computed (fields outside :data:`RESUMABLE_FIELDS`).
-    """
-    cfg_file = workdir / "config.json"
-    if not cfg_file.exists():
-        return False
-    try:
-        old = from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, json.JSONDecodeError) as e:
-        raise WorkdirError(f"{cfg_file} is unreadable ({e}); use another --workdir") from e
-    problem = config_mismatch(old, cfg)
-    if problem:
-        raise WorkdirError(f"workdir {workdir} holds a run of {problem}; use another --workdir")
-    return True
-
-
-def config_mismatch(old: Config, cfg: Config) -> str | None:
-    """What makes a run of ``old`` impossible to continue as ``cfg`` (None if nothing)."""
-    if old.preset != cfg.preset:
-        return f"preset '{old.preset}', not '{cfg.preset}'"
-    changed = [f for f in diff(old, cfg) if f not in RESUMABLE_FIELDS
-               or (f == "train.epochs" and (old.train.schedule_spans_run or cfg.train.schedule_spans_run))]
-    if changed == ["train.epochs"]:
-        return (f"{old.train.epochs} epochs, not {cfg.train.epochs}: its learning-rate schedule "
-                f"ends with the run (train.lr_schedule / train.cooldown_fraction)")
-    return f"other settings ({', '.join(changed)})" if changed else None
-
-
 def read_records(workdir: str | os.PathLike) -> list[dict]:
     """The per-epoch records of ``<workdir>/metrics.jsonl`` (none if it is missing).
 
@@ -160,3 +132,213 @@ def append_record(workdir: pathlib.Path, rec: dict, writer) -> None:
             elif isinstance(v, (int, float)) and v is not None:
                 writer.add_scalar(k, v, rec["epoch"])
         writer.flush()
+
+
+# The record of an epoch: metrics.jsonl's format.
+
+# Step counts (summed, not averaged) and the names they are logged under.
+_COUNTS = {"ae_updates": "ae_steps", "d_updates": "d_steps", "stage_switches": "stage_switches"}
+
+
+def _value(x) -> Any:
+    """A fetched metric as a float or a list of floats (per pass)."""
+    x = np.asarray(x, np.float64)
+    return float(x) if x.ndim == 0 else x.tolist()
+
+
+def sweep_means(sums: dict, prefix: str, groups: bool = True) -> dict:
+    """Per-step means of one sweep's metric sums (already fetched), named ``prefix + key``.
+
+    Step groups (:data:`~raegan_jax.stages.STEP_GROUPS`) are averaged over
+    their own steps, with ``<group>/fraction`` their share of the sweep's
+    steps; step counts (``ae_steps``, ``d_steps``, ``stage_switches``) are sums.
+    """
+    n = int(sums["count"])
+    rec: dict[str, Any] = {f"{prefix}steps": n}
+    for k, v in sums.items():
+        group = k.split("/")[0]
+        if k in ("count", "nonfinite_step") or group in STEP_GROUPS:
+            continue
+        if k in _COUNTS:
+            rec[prefix + _COUNTS[k]] = int(v)
+        else:
+            rec[prefix + k] = _value(np.asarray(v) / max(n, 1))
+    for g in STEP_GROUPS if groups else ():
+        g_steps = int(sums.get(f"{g}/steps", 0))
+        if g_steps == 0:
+            continue
+        rec[f"{prefix}{g}/fraction"] = g_steps / max(n, 1)
+        for k in GROUPED_METRICS:
+            if f"{g}/{k}" in sums:
+                rec[f"{prefix}{g}/{k}"] = _value(np.asarray(sums[f"{g}/{k}"]) / g_steps)
+    return rec
+
+
+def epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict | None,
+                  seconds: float, batch_size: int) -> dict:
+    """One metrics.jsonl record from the epoch's per-sweep sums (already fetched).
+
+    An epoch of one sweep logs ``train/<metric>``; an epoch of several
+    (``phases``) logs each sweep under its own name, ``train/<sweep>/<metric>``,
+    and no blend of them.
+    """
+    steps = sum(int(s["count"]) for _, s in sweeps)
+    rec: dict[str, Any] = {"epoch": epoch, "steps": steps,
+                           "images_per_sec": steps * batch_size / seconds if seconds > 0 else 0.0,
+                           "epoch_seconds": seconds}
+    for name, sums in sweeps:
+        # Step groups matter within a sweep whose stage can change (threshold, alternate).
+        rec.update(sweep_means(sums, "train/" if len(sweeps) == 1 else f"train/{name}/",
+                               groups=len(sweeps) == 1))
+    for k in ("ae_updates", "d_updates"):  # counts add up honestly over sweeps
+        if k in sweeps[0][1]:
+            rec[_COUNTS[k]] = sum(int(s[k]) for _, s in sweeps)
+    if evals:
+        for k, v in evals.items():
+            rec[f"val/{k}"] = _value(v)
+        for suffix in ("", "_live"):  # _live: the live D's, beside its weight average
+            if "d_fake_acc" + suffix in evals:
+                rec["val/balance_gap" + suffix] = losses.balance_gap(evals["d_fake_acc" + suffix])
+    return rec
+
+
+def train_recon_loss(rec: dict) -> list[float] | None:
+    """An epoch record's training reconstruction loss per pass: the epoch's, or
+    its reconstruction sweep's when the epoch ran several sweeps (``phases``)."""
+    return rec.get("train/recon_loss", rec.get("train/recon_sweep/recon_loss"))
+
+
+def adv_lambda(rec: dict) -> list[float] | None:
+    """An epoch record's mean adaptive adversarial weight λ per pass over the steps
+    where the AE learned against D (the game sweep under ``phases``), or None."""
+    for k in ("train/ae_learns/adv_lambda", "train/game_sweep/adv_lambda", "train/adv_lambda"):
+        if k in rec:
+            return rec[k]
+    return None
+
+
+def epoch_line(rec: dict) -> str:
+    parts = [f"train {train_recon_loss(rec)[0]:.4f}"]
+    if "val/recon_loss" in rec:
+        parts.append("val " + "/".join(f"{v:.4f}" for v in rec["val/recon_loss"]))
+    if "val/d_fake_acc" in rec:
+        parts.append(f"D acc real {rec['val/d_real_acc']:.2f} fakes "
+                     + "/".join(f"{v:.2f}" for v in rec["val/d_fake_acc"]))
+    if "d_steps" in rec:
+        parts.append(f"ae/d steps {rec['ae_steps']}/{rec['d_steps']}")
+    parts.append(f"{rec['images_per_sec']:.0f} img/s")
+    return " ".join(parts)
+
+
+def tensorboard_writer(workdir: pathlib.Path):
+    if jax.process_index() != 0:  # process 0 logs
+        return None
+    # tensorboardX imports torch whenever it is installed, only to accept torch tensors:
+    # 2 s of every run's start on 2 cores (the `test` extra installs torch). The runs log
+    # scalars only, so tensorboardX is imported as if torch were absent.
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # an import of it raises ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter(str(workdir / "tensorboard"))
+
+
+# The summary of a run: summary.json's format.
+
+def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
+             steps: int) -> dict:
+    own = [h["images_per_sec"] for h in history if "copied_from" not in h]
+    speeds = own[1:] or own  # the first epoch this run trained is left out, as in any run
+    out = {
+        "preset": cfg.preset,
+        "family": cfg.model.family,
+        "passes": cfg.model.passes,
+        "train_examples": len(ds.train.images),
+        "resample_train": cfg.data.resample_train,  # then each epoch drew data.train_examples of them
+        "test_examples": len(ds.test.images),
+        "available_examples": list(ds.available),
+        "data_source": ds.source,
+        "data_note": ds.note,
+        "epochs": cfg.train.epochs,
+        "steps": steps,
+        "batch_size": cfg.train.batch_size,
+        "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
+        "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
+        "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
+        # Under train.ae_ema the values above are the weight average's; this is the live AE's.
+        **({"val_recon_loss_live": np.asarray(final_eval["recon_loss_live"]).tolist()}
+           if "recon_loss_live" in final_eval else {}),
+        # What a perfect reconstruction scores on these test images (BCE's floor is
+        # their entropy, not 0): compare val losses across test sets above it.
+        "val_recon_floor": losses.recon_floor(ds.test.images, cfg.train.recon_loss),
+        "train_recon_loss": train_recon_loss(history[-1]) if history else None,
+        # The last epoch's training metrics as logged: per sweep for phases,
+        # per step group (where D / the AE learned) for step-wise policies.
+        "last_epoch_train": {k: v for k, v in history[-1].items() if k.startswith("train/")}
+        if history else None,
+        "images_per_sec": float(np.median(speeds)) if speeds else None,
+        "compile_seconds": compile_s,
+        "wall_seconds": wall,
+        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
+        "jax_version": jax.__version__,
+    }
+    if cfg.is_gan:
+        out.update({"d_real_acc": float(final_eval["d_real_acc"]),
+                    "d_fake_acc": np.asarray(final_eval["d_fake_acc"]).tolist(),
+                    "d_loss": float(final_eval["d_loss"]),
+                    # D's mean P(real): on each pass's fakes, how often it is fooled on average.
+                    "d_real_prob": float(final_eval["d_real_prob"]),
+                    "d_fake_prob": np.asarray(final_eval["d_fake_prob"]).tolist(),
+                    "balance_gap": losses.balance_gap(final_eval["d_fake_acc"]),
+                    # Under gan.d_ema the values above are D's weight average's; these the live D's.
+                    **({"d_real_acc_live": float(final_eval["d_real_acc_live"]),
+                        "d_fake_acc_live": np.asarray(final_eval["d_fake_acc_live"]).tolist(),
+                        "balance_gap_live": losses.balance_gap(final_eval["d_fake_acc_live"]),
+                        "d_real_prob_live": float(final_eval["d_real_prob_live"]),
+                        "d_fake_prob_live": np.asarray(final_eval["d_fake_prob_live"]).tolist()}
+                       if "d_fake_acc_live" in final_eval else {}),
+                    "adv_lambda": adv_lambda(history[-1]) if history else None,
+                    "stage_policy": cfg.gan.stage_policy,
+                    "adv_weight_mode": cfg.gan.adv_weight_mode})
+    out["last_3_epochs"] = last_epochs_mean(history, 3)
+    return out
+
+
+# Validation measures averaged over the last epochs in summary.json (the goal is judged
+# over several epochs, not on one that the game happened to end well or badly).
+_LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_recon_loss_live": "val/recon_loss_live",
+                     "val_psnr": "val/psnr",
+                     "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
+                     "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap",
+                     "d_real_prob": "val/d_real_prob", "d_fake_prob": "val/d_fake_prob",
+                     "d_real_acc_live": "val/d_real_acc_live", "d_fake_acc_live": "val/d_fake_acc_live",
+                     "balance_gap_live": "val/balance_gap_live"}
+
+
+def last_epochs_mean(history: list[dict], n: int) -> dict:
+    """Means over the last ``n`` evaluated epochs of the validation measures (and λ)."""
+    recs = [h for h in history if "val/recon_loss" in h][-n:]
+    out: dict[str, Any] = {"epochs": [h["epoch"] for h in recs]}
+    for name, key in _LAST_EPOCHS_KEYS.items():
+        vals = [h[key] for h in recs if key in h]
+        if vals:
+            out[name] = _value(np.mean(np.asarray(vals, np.float64), axis=0))
+    lams = [lam for lam in (adv_lambda(h) for h in history[-n:]) if lam is not None]
+    if lams:
+        out["adv_lambda"] = _value(np.mean(np.asarray(lams, np.float64), axis=0))
+    return out
+
+
+# A mid-epoch checkpoint's metric sums, as exact JSON.
+
+def encode_sums(sums: dict) -> dict:
+    """Metric sums as exact JSON (dtype kept), for a mid-epoch checkpoint's meta."""
+    return {k: [str(np.asarray(v).dtype), np.asarray(v).tolist()] for k, v in sums.items()}
+
+
+def decode_sums(enc: dict) -> dict:
+    return {k: np.asarray(v, dtype=dtype) for k, (dtype, v) in enc.items()}

@@ -12,7 +12,8 @@ import raegan_jax as rj
 from raegan_jax.checkpoint import CheckpointError
 from raegan_jax.parallel import make_mesh
 from raegan_jax.state import learning_rate, make_optimizers
-from raegan_jax.train import _init_from, train_and_evaluate
+from raegan_jax.runs import init_from as _init_from
+from raegan_jax.train import train_and_evaluate
 
 from conftest import TINY
 
@@ -55,7 +56,7 @@ def test_a_cooldown_decays_the_constant_rate_over_the_last_updates():
 
 
 def test_a_run_whose_schedule_ends_with_it_cannot_change_its_length():
-    from raegan_jax.workdir import config_mismatch
+    from raegan_jax.runs import config_mismatch
     base = rj.get_preset("cifar10_ae", {"train.cooldown_fraction": 0.2})
     longer = rj.get_preset("cifar10_ae", {"train.cooldown_fraction": 0.2, "train.epochs": 250})
     assert "200 epochs, not 250" in config_mismatch(base, longer)
@@ -268,8 +269,8 @@ def test_a_branch_from_another_run_is_one_clear_error(source_run, over, match):
     cfg = rj.get_preset("mnist_ae", {**TINY, "train.epochs": 2, "train.init_from": str(wd),
                                      "train.init_from_state": True, **over})
     with pytest.raises(rj.ConfigError, match=match):
-        from raegan_jax.train import _branch_from
-        _branch_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh(),
+        from raegan_jax.runs import branch_from
+        branch_from(cfg, rj.create_train_state(cfg, jax.random.key(1)), make_mesh(),
                      workdir=wd.parent / "unused")
     with pytest.raises(rj.ConfigError, match="init_from_state"):
         rj.get_preset("mnist_ae", {"train.init_from_state": True})
@@ -316,7 +317,7 @@ def test_a_source_cooling_down_only_after_the_stage_can_stand_in_for_it():
     """A cool-down that starts once the stage has ended leaves the stage's updates those
     of a constant rate (bit for bit: test_an_ae_run_stands_in..., the cooled source); one
     that starts inside the stage is named."""
-    from raegan_jax.stages import ae_stage_mismatch
+    from raegan_jax.runs import ae_stage_mismatch
     rae = rj.get_preset("cifar10_rae")  # an AE stage of 120 epochs, 252 steps each
     ae = lambda f: rj.get_preset("cifar10_ae", {"train.cooldown_fraction": f,  # noqa: E731
                                                 "train.batch_size": 32})  # the stage's batch
@@ -328,7 +329,7 @@ def test_ds_own_settings_leave_the_ae_stage_as_it_is():
     """D's Adam (rate, b1, eps) and the game's settings change no AE-stage update: a plain
     AE run stands in for the stage of a GAN run that sets them; the AE's own rate and
     batch size do not (the cifar10_ae preset's batch 16 is not the stage's 32)."""
-    from raegan_jax.stages import ae_stage_mismatch
+    from raegan_jax.runs import ae_stage_mismatch
     assert ae_stage_mismatch(rj.get_preset("cifar10_ae", {"train.epochs": 120}),
                              rj.get_preset("cifar10_aegan"), 8068) == ["train.batch_size"]
     ae = rj.get_preset("cifar10_ae", {"train.epochs": 120, "train.batch_size": 32})

@@ -302,8 +302,9 @@ def test_a_phases_run_compiles_one_program_per_stage(tmp_path, tiny_mnist, monke
         made[stage] = real(*args, stage=stage, **kw)
         return made[stage]
 
-    real = tr.make_multi_step
-    monkeypatch.setattr(tr, "make_multi_step", record)
+    import raegan_jax.programs as programs
+    real = programs.make_multi_step
+    monkeypatch.setattr(programs, "make_multi_step", record)
     cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.stage_policy": "phases", "train.epochs": 2})
     tr.train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
     assert set(made) == {STAGE_RECON, STAGE_D, STAGE_AE}  # no one-program step: never needed

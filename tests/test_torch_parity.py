@@ -127,6 +127,20 @@ def test_same_losses_after_adam_steps(dataset, family, passes, real_batches):
         assert float(t_loss.detach()) == pytest.approx(float(m["loss"]), rel=RTOL, abs=1e-6), f"step {i}"
 
 
+def test_the_twins_cycle_is_the_reports_schedule():
+    """The twin's own schedule (not raegan_jax's) is the report's: within a sweep the samples
+    take the passes in turn from a start drawn per sweep, and the start varies over sweeps."""
+    spe, bs, passes = 4, 5, 3
+    starts = set()
+    for sweep in range(12):
+        rows = [torch_impl.cycle_pass(7, sweep * spe + k, r, spe, bs, passes)
+                for k in range(spe) for r in range(bs)]
+        assert rows == [(rows[0] + i) % passes for i in range(spe * bs)]
+        starts.add(rows[0])
+    assert starts == {0, 1, 2}
+    assert "raegan_jax.cycle" not in pathlib.Path(torch_impl.__file__).read_text()
+
+
 def test_cycle_passes_are_the_same_for_every_sample_of_two_epochs():
     cfg = rj.get_preset("cifar10_rae", {"train.seed": 11, "train.batch_size": 16})
     spe = 5
