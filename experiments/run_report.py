@@ -12,7 +12,7 @@ the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself.
 begin with the same AE stage (``train.ae_stage_epochs``: 120 epochs of the plain AE at batch
 32), update for update, on the offline 8,068 images (the full CIFAR-10 gives the GAN presets
 other images than ``cifar10_rae``; ``cifar10_ae`` trains at batch 16, so its run is not that
-stage: :func:`raegan_jax.bench.ae_stage_chain` decides). ``cifar10_rae`` keeps the
+stage: :func:`raegan_jax.runs.ae_stage_chain` decides). ``cifar10_rae`` keeps the
 checkpoint of that epoch (``train.keep_epochs``) and the GAN presets start from it
 (``train.ae_stage_from``) as soon as ``cifar10_rae`` has trained past it: the same weights
 and numbers as training the stage again (tests/test_remedies.py).
@@ -43,10 +43,10 @@ import sys
 import threading
 import time
 
-from raegan_jax.bench import ae_stage_chain, available_splits
 from raegan_jax.config import IMAGE_SHAPES
 from raegan_jax.configs import get_preset
-from raegan_jax.data import images_used
+from raegan_jax.data import available_splits, images_used
+from raegan_jax.runs import ae_stage_chain
 from raegan_jax.workdir import read_records
 
 PRESETS = ("mnist_ae", "cifar10_ae", "cifar10_rae", "mnist_aegan", "cifar10_aegan",
@@ -78,7 +78,7 @@ def plan(presets: list[str], share: bool, sizes: dict[str, tuple[int, int]]
     Args:
       presets: the presets to run.
       share: whether chained presets take their stage from an earlier run.
-      sizes: dataset -> (train, test) images on disk (:func:`~raegan_jax.bench.available_splits`).
+      sizes: dataset -> (train, test) images on disk (:func:`~raegan_jax.data.available_splits`).
 
     Returns:
       ``({preset: source preset}, {preset: its train.ae_stage_epochs})`` for the chained
@@ -86,7 +86,7 @@ def plan(presets: list[str], share: bool, sizes: dict[str, tuple[int, int]]
     """
     if not share:
         return {}, {}
-    chain = ae_stage_chain(presets, sizes)
+    chain = ae_stage_chain([get_preset(p) for p in presets], sizes)
     return chain, {name: get_preset(name).train.ae_stage_epochs for name in chain}
 
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         raise SystemExit(f"JOBS={jobs}: must be at least 1")
     runs.mkdir(parents=True, exist_ok=True)
-    sizes = available_splits(presets, log=lambda msg: None)
+    sizes = available_splits([get_preset(p) for p in presets], log=lambda msg: None)
     chain, stage = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1", sizes)
     todo = order(presets, chain, sizes)
     groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None

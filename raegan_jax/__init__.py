@@ -29,12 +29,11 @@ _EXPORTS = {
     "raegan_jax.cycle": ["cycle_offset", "cycle_pass"],
     "raegan_jax.data": ["load_data"],
     "raegan_jax.recursion": ["rae_objective", "recursive_apply"],
-    "raegan_jax.state": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
-                         "eval_d_params", "eval_params"],
+    "raegan_jax.state": ["TrainState", "create_train_state", "eval_d_params", "eval_params"],
     "raegan_jax.steps": ["steps_per_epoch", "train_step_fn"],
     "raegan_jax.programs": ["epoch_permutation", "make_eval_step", "make_multi_step",
                             "make_train_step", "sweep_batches"],
-    "raegan_jax.stages": ["sweep_plan"],
+    "raegan_jax.stages": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "sweep_plan"],
     "raegan_jax.train": ["Preempted", "train_and_evaluate"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}

@@ -38,10 +38,10 @@ from raegan_jax.config import Config
 from raegan_jax.configs import PRESETS, get_preset
 from raegan_jax import data as data_lib
 from raegan_jax.parallel import replicated
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON, create_train_state
+from raegan_jax.state import create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
-from raegan_jax.runs import ae_stage_mismatch
-from raegan_jax.stages import AE_STAGE, ae_stage_config, sweep_plan
+from raegan_jax.runs import ae_stage_chain
+from raegan_jax.stages import AE_STAGE, STAGE_AE, STAGE_NAMES, ae_stage_config, sweep_plan
 from raegan_jax.steps import steps_per_epoch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -68,8 +68,7 @@ def _images(cfg: Config, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (batch, *shape)).astype(np.float32)
 
 
-STAGES = {"ae": STAGE_AE, "d": STAGE_D, "recon": STAGE_RECON}
-STAGE_NAMES = {v: k for k, v in STAGES.items()}
+STAGES = {name: stage for stage, name in STAGE_NAMES.items()}
 
 
 class JaxRunner:
@@ -292,66 +291,6 @@ class EvalRunner:
         return time.perf_counter() - t
 
 
-# The split sizes a preset's run sees when its data is not on this machine: the
-# complete MNIST, and the offline CIFAR-10 subset of ../shared/data.
-FALLBACK_SPLITS = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
-
-
-def available_splits(presets, overrides=None, data_dir=None,
-                     log: Callable[[str], None] = print) -> dict[str, tuple[int, int]]:
-    """Dataset -> (train, test) images on disk, for the datasets of ``presets``
-    (:data:`FALLBACK_SPLITS`, said through ``log``, where there is no data)."""
-    sizes = {}
-    for name in presets:
-        cfg = get_preset(name, overrides)
-        if cfg.data.dataset not in sizes:
-            try:
-                sizes[cfg.data.dataset] = data_lib.split_sizes(cfg, data_dir)
-            except data_lib.DataError as e:  # no data here: the standard sizes
-                log(f"{cfg.data.dataset}: {e}; taking {FALLBACK_SPLITS[cfg.data.dataset]} images")
-                sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
-    return sizes
-
-
-def ae_stage_chain(presets, available: dict[str, tuple[int, int]], overrides=None) -> dict[str, str]:
-    """Which presets, run in this order, can take their AE stage from an earlier preset's
-    run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
-
-    Args:
-      presets: preset names in the order they run.
-      available: dataset -> (train, test) images on disk (:func:`~raegan_jax.data.split_sizes`);
-        whether two presets train on the same images depends on it.
-      overrides: ``--set`` values applied to every preset.
-
-    Returns:
-      ``{preset: source preset}`` for each preset whose AE stage is, update for update,
-      the first ``train.ae_stage_epochs`` epochs of the source's run
-      (:func:`~raegan_jax.runs.ae_stage_mismatch` finds nothing). A source is an
-      earlier plain AE or an earlier preset that trains its own AE stage, at least as
-      long (a plain AE first); a chained preset is no source (its stage is not its own).
-    """
-    chain, sources = {}, []
-    for name in presets:
-        cfg = get_preset(name, overrides)
-        if cfg.model.family != "ae" and not cfg.train.ae_stage_epochs:
-            continue
-        if cfg.train.ae_stage_epochs:
-            n = data_lib.images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
-            src = [c for c in sources if c.data.dataset == cfg.data.dataset
-                   and _ae_epochs(c) >= cfg.train.ae_stage_epochs
-                   and not ae_stage_mismatch(c, cfg, n)]
-            if src:
-                chain[name] = min(src, key=lambda c: c.model.family != "ae").preset
-                continue
-        sources.append(cfg)
-    return chain
-
-
-def _ae_epochs(cfg: Config) -> int:
-    """How many epochs from the start a run of ``cfg`` trains the plain AE."""
-    return cfg.train.epochs if cfg.model.family == "ae" else cfg.train.ae_stage_epochs
-
-
 def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
     """How many times a run of ``cfg`` calls each program over its whole schedule.
 
@@ -393,14 +332,16 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
     """What each preset's whole run costs on this machine: every program it runs, timed
     (interleaved, medians), times the calls its schedule makes (:func:`report_schedule`).
     With ``chained``, a preset whose AE stage an earlier preset's run already trained
-    (:func:`ae_stage_chain`, as ``experiments/run_report.sh`` runs them) is costed without it.
+    (:func:`~raegan_jax.runs.ae_stage_chain`, as ``experiments/run_report.sh`` runs them) is
+    costed without it.
 
     Checkpointing, data loading and figures are not counted; compile time is, once per
     program. Returns one row per (preset, program) and one ``"total"`` row per preset.
     """
     rows = []
-    sizes = available_splits(presets, overrides, data_dir, log)
-    chain = ae_stage_chain(presets, sizes, overrides) if chained else {}
+    configs = [get_preset(name, overrides) for name in presets]
+    sizes = data_lib.available_splits(configs, data_dir, log)
+    chain = ae_stage_chain(configs, sizes) if chained else {}
     for name in presets:
         cfg = get_preset(name, {**(overrides or {}),
                                 **({"train.ae_stage_from": chain[name]} if name in chain else {})})

@@ -81,7 +81,7 @@ class TrainConfig:
     # D's Adam moments: b1 (0.5 in DCGAN) and eps. Adam's normalised step moves D's
     # bias by about d_lr per update even where D sits at chance and its gradient is tiny;
     # an eps of the order of that gradient turns those steps back into small ones
-    # (experiments/d_jitter.py measures the move against the spread of D's logits).
+    # (experiments/probes/d_jitter.py measures the move against the spread of D's logits).
     d_b1: float = 0.9
     d_eps: float = 1e-8
     # Learning-rate schedule of both optimizers (optax), over each network's own

@@ -392,3 +392,23 @@ def _missing_message(dataset: str, looked: list[str]) -> str:
 
 
 load_data = load  # the name the package exports (``rj.load_data(cfg)``)
+
+
+# What the data on disk allows (the report's orchestration plans with it).
+# The split sizes a preset's run sees when its data is not on this machine: the
+# complete MNIST, and the offline CIFAR-10 subset of ../shared/data.
+FALLBACK_SPLITS = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
+
+
+def available_splits(configs, data_dir=None, log=print) -> dict[str, tuple[int, int]]:
+    """Dataset -> (train, test) images on disk, for the datasets of ``configs``
+    (:data:`FALLBACK_SPLITS`, said through ``log``, where there is no data)."""
+    sizes = {}
+    for cfg in configs:
+        if cfg.data.dataset not in sizes:
+            try:
+                sizes[cfg.data.dataset] = split_sizes(cfg, data_dir)
+            except DataError as e:  # no data here: the standard sizes
+                log(f"{cfg.data.dataset}: {e}; taking {FALLBACK_SPLITS[cfg.data.dataset]} images")
+                sizes[cfg.data.dataset] = FALLBACK_SPLITS[cfg.data.dataset]
+    return sizes

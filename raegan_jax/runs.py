@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from raegan_jax.config import Config, ConfigError, diff, from_dict
+from raegan_jax.data import images_used
 from raegan_jax.parallel import is_main, log, put_replicated, to_host
-from raegan_jax.stages import ae_stage_config
-from raegan_jax.state import STAGE_RECON, TrainState, carry_opt_state, create_train_state
+from raegan_jax.stages import STAGE_RECON, ae_stage_config
+from raegan_jax.state import TrainState, carry_opt_state, create_train_state
 from raegan_jax.workdir import WorkdirError, decode_sums, read_records, write_records
 
 # ---------------------------------------------------------------------------------------
@@ -125,6 +126,44 @@ def _cools_after(src: Config, cfg: Config, n_train: int) -> bool:
     last update of ``cfg``'s AE stage: its stage's updates are those of a constant rate."""
     spe = n_train // cfg.train.batch_size
     return src.train.cooldown_start(spe) >= cfg.train.ae_stage_epochs * spe
+
+
+def ae_stage_chain(configs, available: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Which presets, run in this order, can take their AE stage from an earlier preset's
+    run (``train.ae_stage_from``), as ``experiments/run_report.sh`` chains them.
+
+    Args:
+      configs: the runs' configs (named by ``preset``), in the order they run.
+      available: dataset -> (train, test) images on disk (:func:`~raegan_jax.data.split_sizes`);
+        whether two presets train on the same images depends on it.
+
+    Returns:
+      ``{preset: source preset}`` for each preset whose AE stage is, update for update,
+      the first ``train.ae_stage_epochs`` epochs of the source's run
+      (:func:`~raegan_jax.runs.ae_stage_mismatch` finds nothing). A source is an
+      earlier plain AE or an earlier preset that trains its own AE stage, at least as
+      long (a plain AE first); a chained preset is no source (its stage is not its own).
+    """
+    chain, sources = {}, []
+    for cfg in configs:
+        name = cfg.preset
+        if cfg.model.family != "ae" and not cfg.train.ae_stage_epochs:
+            continue
+        if cfg.train.ae_stage_epochs:
+            n = images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
+            src = [c for c in sources if c.data.dataset == cfg.data.dataset
+                   and _ae_epochs(c) >= cfg.train.ae_stage_epochs
+                   and not ae_stage_mismatch(c, cfg, n)]
+            if src:
+                chain[name] = min(src, key=lambda c: c.model.family != "ae").preset
+                continue
+        sources.append(cfg)
+    return chain
+
+
+def _ae_epochs(cfg: Config) -> int:
+    """How many epochs from the start a run of ``cfg`` trains the plain AE."""
+    return cfg.train.epochs if cfg.model.family == "ae" else cfg.train.ae_stage_epochs
 
 
 # ---------------------------------------------------------------------------------------

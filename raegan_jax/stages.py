@@ -2,10 +2,10 @@
 
 The stage flag (``state.stage``, on device) takes one of three values:
 
-* :data:`~raegan_jax.state.STAGE_AE` — the AE learns reconstruction plus the
+* :data:`STAGE_AE` — the AE learns reconstruction plus the
   adversarial term against the frozen D;
-* :data:`~raegan_jax.state.STAGE_D` — D learns real vs. fake against the frozen AE;
-* :data:`~raegan_jax.state.STAGE_RECON` — the AE learns reconstruction only.
+* :data:`STAGE_D` — D learns real vs. fake against the frozen AE;
+* :data:`STAGE_RECON` — the AE learns reconstruction only.
 
 Two levels decide it:
 
@@ -35,6 +35,8 @@ from raegan_jax.config import Config
 STAGE_AE = 0  # the AE learns against the frozen discriminator
 STAGE_D = 1  # the discriminator learns against the frozen AE
 STAGE_RECON = 2  # the AE learns reconstruction only (ae/rae, pretraining, phases sweep 1)
+# Their short names (benchmark rows, ``raegan bench``).
+STAGE_NAMES = {STAGE_AE: "ae", STAGE_D: "d", STAGE_RECON: "recon"}
 
 Metrics = dict[str, jax.Array]
 

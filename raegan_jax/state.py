@@ -13,9 +13,9 @@ import optax
 
 from raegan_jax.config import IMAGE_SHAPES, Config, ConfigError, DataConfig
 from raegan_jax.models import build_models, torch_style_init
-from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON, init_controller
+from raegan_jax.stages import STAGE_D, STAGE_RECON, init_controller
 
-__all__ = ["STAGE_AE", "STAGE_D", "STAGE_RECON", "TrainState", "create_train_state",
+__all__ = ["TrainState", "create_train_state",
            "make_optimizers", "learning_rate", "count_params", "eval_params",
            "eval_d_params", "update_count"]
 
@@ -26,8 +26,8 @@ class TrainState:
 
     Attributes:
       step: int32 [] number of train steps taken.
-      stage: int32 [] which network learns next: :data:`STAGE_AE`,
-        :data:`STAGE_D` or :data:`STAGE_RECON`. Lives on device so the
+      stage: int32 [] which network learns next: :data:`~raegan_jax.stages.STAGE_AE`,
+        ``STAGE_D`` or ``STAGE_RECON``. Lives on device so the
         threshold rule can switch it inside the jitted step.
       rng: uint32 [2] raw PRNG key data; per-step keys are
         ``fold_in(rng, step)`` so a resumed run draws the same numbers.

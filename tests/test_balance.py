@@ -13,7 +13,7 @@ import raegan_jax as rj
 from raegan_jax import losses, stages, steps
 from raegan_jax.config import ConfigError
 from raegan_jax.models import to_images
-from raegan_jax.state import STAGE_AE, STAGE_D
+from raegan_jax.stages import STAGE_AE, STAGE_D
 from raegan_jax.train import train_and_evaluate
 from conftest import TINY
 from test_steps import batch, small_cfg, with_d_bias

@@ -35,6 +35,12 @@ def test_report_schedule_counts_what_each_preset_runs():
     assert (calls["ae_stage"], calls["-"]) == (120 * 31, 30 * 31)
 
 
+def chain(presets, available, overrides=None):
+    """runs.ae_stage_chain over the named presets (with ``--set`` values for all)."""
+    from raegan_jax.runs import ae_stage_chain
+    return ae_stage_chain([rj.get_preset(p, overrides) for p in presets], available)
+
+
 def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     all_six = list(rj.PRESETS)
     offline = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
@@ -42,25 +48,25 @@ def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     # 8,068 there are, so the GAN presets start from cifar10_rae's AE stage. cifar10_ae trains
     # at batch 16, not the stage's 32: no source.
     every = {"cifar10_aegan": "cifar10_rae", "cifar10_raegan": "cifar10_rae"}
-    assert bench.ae_stage_chain(all_six, offline) == every
+    assert chain(all_six, offline) == every
     # A plain AE that trains as the stage does is the source, for all three.
     at32 = {"cifar10_rae": "cifar10_ae", "cifar10_aegan": "cifar10_ae", "cifar10_raegan": "cifar10_ae"}
-    assert bench.ae_stage_chain(all_six, offline, {"train.batch_size": "32"}) == at32
+    assert chain(all_six, offline, {"train.batch_size": "32"}) == at32
     # The full CIFAR-10 gives the GAN presets (20,000 images) others than cifar10_rae's 10,000:
     # cifar10_aegan trains its stage, and cifar10_raegan's is that one.
     full = {**offline, "cifar10": (50000, 10000)}
-    assert bench.ae_stage_chain(all_six, full) == {"cifar10_raegan": "cifar10_aegan"}
+    assert chain(all_six, full) == {"cifar10_raegan": "cifar10_aegan"}
     # Only an earlier run can be a source, training the AE alike, and no chained one (its
     # stage is not its own).
-    assert bench.ae_stage_chain(["cifar10_ae", "cifar10_rae"], offline, {"train.batch_size": "32"}) \
+    assert chain(["cifar10_ae", "cifar10_rae"], offline, {"train.batch_size": "32"}) \
         == {"cifar10_rae": "cifar10_ae"}
-    assert bench.ae_stage_chain(["cifar10_rae", "cifar10_ae"], offline, {"train.batch_size": "32"}) == {}
-    assert bench.ae_stage_chain(["cifar10_ae", "cifar10_rae", "cifar10_aegan"], offline,
-                                {"train.batch_size": "32"}) == {"cifar10_rae": "cifar10_ae",
-                                                                "cifar10_aegan": "cifar10_ae"}
+    assert chain(["cifar10_rae", "cifar10_ae"], offline, {"train.batch_size": "32"}) == {}
+    assert chain(["cifar10_ae", "cifar10_rae", "cifar10_aegan"], offline,
+                 {"train.batch_size": "32"}) == {"cifar10_rae": "cifar10_ae",
+                                                 "cifar10_aegan": "cifar10_ae"}
     # The GAN presets keep no weight average; the RAE's stage needs one.
-    assert bench.ae_stage_chain(["cifar10_raegan", "cifar10_rae"], offline) == {}
-    assert bench.ae_stage_chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
+    assert chain(["cifar10_raegan", "cifar10_rae"], offline) == {}
+    assert chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
     # A chained run's schedule skips the stage's training and its evaluations.
     chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
     assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 252, "eval": 30 * 32}

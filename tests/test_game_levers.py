@@ -7,7 +7,7 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax import losses, steps
-from raegan_jax.state import STAGE_AE, STAGE_RECON
+from raegan_jax.stages import STAGE_AE, STAGE_RECON
 
 from test_steps import batch, small_cfg
 

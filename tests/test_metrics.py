@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import raegan_jax as rj
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
+from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON
 from raegan_jax.train import train_and_evaluate
 
 from conftest import TINY

@@ -6,7 +6,7 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax import stages, steps
-from raegan_jax.state import STAGE_AE, STAGE_D, STAGE_RECON
+from raegan_jax.stages import STAGE_AE, STAGE_D, STAGE_RECON
 from conftest import TINY
 
 SMALL = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,

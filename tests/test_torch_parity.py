@@ -16,7 +16,7 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax import losses
-from raegan_jax.state import STAGE_AE, STAGE_D
+from raegan_jax.stages import STAGE_AE, STAGE_D
 from raegan_jax.steps import bind, pass_index
 
 torch = pytest.importorskip("torch")

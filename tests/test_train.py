@@ -275,16 +275,16 @@ def _experiment_script(name: str):
     """Imports ``experiments/<name>.py`` (a script, not a package module)."""
     import importlib.util
     path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_val_spread_reproduces_the_runs_val_loss(tiny_mnist, ae_run):
-    """experiments/val_spread.py's per-image losses over the first N test images average
+    """experiments/probes/val_spread.py's per-image losses over the first N test images average
     to the val loss the run itself reported, and its draws are summarised consistently."""
-    vs = _experiment_script("val_spread")
+    vs = _experiment_script("probes/val_spread")
     wd, summary = ae_run
     _, loss = vs.per_image_loss(wd, str(tiny_mnist))
     assert loss.shape == (64,)  # every test image, not only the run's 40
@@ -481,9 +481,9 @@ def _write(path: pathlib.Path, obj) -> pathlib.Path:
 
 
 def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_run):
-    """experiments/d_separation.py scores the run's own validation images with its D: the
+    """experiments/probes/d_separation.py scores the run's own validation images with its D: the
     accuracies at logit 0 are the run's logged ones, and its AUC is the pairwise one."""
-    ds = _experiment_script("d_separation")
+    ds = _experiment_script("probes/d_separation")
     rng = np.random.default_rng(0)
     real, fake = rng.normal(1, 1, 50), np.round(rng.normal(0, 1, 40), 1)  # with ties
     pairs = (real[:, None] > fake[None]).mean() + 0.5 * (real[:, None] == fake[None]).mean()
@@ -522,8 +522,8 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
     assert len(s["auc"]) == 2 and all(0.0 <= a <= 1.0 for a in s["auc"])
     with pytest.raises(ValueError, match="no discriminator"):
         ds.d_scores(ae_run[0], str(tiny_mnist))
-    # experiments/d_jitter.py: D's further updates from the same checkpoint, at two rates.
-    dj = _experiment_script("d_jitter")
+    # experiments/probes/d_jitter.py: D's further updates from the same checkpoint, at two rates.
+    dj = _experiment_script("probes/d_jitter")
     res = dj.jitter(tmp_path / "w", [None, 1e-6], updates=3, probe=40, data_dir=str(tiny_mnist))
     own, slow = res["0.001"], res["1e-06"]  # the run's own train.d_lr, then the one asked for
     assert len(own["mean_logit"]) == len(slow["mean_logit"]) == 4

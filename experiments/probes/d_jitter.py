@@ -25,7 +25,7 @@ run's own), for the live D (not a weight average kept under ``gan.d_ema``):
 
 Every setting starts from the same checkpoint and sees the same batches.
 
-    python experiments/d_jitter.py RUN [RUN ...] [--updates 100] [--d-lr 1e-3,1e-4]
+    python experiments/probes/d_jitter.py RUN [RUN ...] [--updates 100] [--d-lr 1e-3,1e-4]
         [--d-eps 1e-8,1e-4] [--d-b1 0.9,0.5] [--json OUT]
 """
 

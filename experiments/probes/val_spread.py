@@ -5,7 +5,7 @@ takes trained runs, computes each test image's reconstruction loss (pass 1) over
 the whole test split, and reports the loss on the first N images (what the presets
 use), on the N-image blocks of the split, and on random N-image draws.
 
-    python experiments/val_spread.py runs/mnist_ae runs/mnist_ae_seed1 --n 600
+    python experiments/probes/val_spread.py runs/mnist_ae runs/mnist_ae_seed1 --n 600
 
 Prints a table and, with ``--json PATH``, saves the numbers.
 """

@@ -8,7 +8,7 @@ train loss, the update's global norm relative to
 the parameters' norm, then the live AE's val BCE per pass at a few steps.
 
 Usage:
-  python experiments/stage_switch.py --from /work/runs/ema_ae/seed0 \
+  python experiments/probes/stage_switch.py --from /work/runs/ema_ae/seed0 \
       --steps 252 --out experiments/results/stage_switch_seed0.json
 """
 from __future__ import annotations

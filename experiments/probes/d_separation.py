@@ -24,7 +24,7 @@ keep them real in content) and hybrids of the reals and the pass-1 fakes, and re
 each one's PSNR against the originals and its AUC against the reals. A cue D reads
 gets an AUC near the fakes'; one it ignores, 0.5. See :func:`cue_images`.
 
-    python experiments/d_separation.py runs/full_raegan/both_e60/seed0 ... [--cues] [--train] [--json OUT]
+    python experiments/probes/d_separation.py runs/full_raegan/both_e60/seed0 ... [--cues] [--train] [--json OUT]
 """
 
 from __future__ import annotations
