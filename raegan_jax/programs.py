@@ -21,7 +21,7 @@ from raegan_jax.config import Config
 from raegan_jax.parallel import (DATA_AXIS, batch_sharded, check_batch_divides, make_mesh,
                                  put_batch, put_global, replicated)
 from raegan_jax.stages import AE_STAGE, ae_stage_config, split_by_group
-from raegan_jax.state import TrainState
+from raegan_jax.state import TrainState, restart_ae_optimizer
 from raegan_jax.steps import (Metrics, _require_epoch_length, bind, eval_step_fn,
                               train_step_fn)
 
@@ -269,6 +269,15 @@ class Evaluator:
         parts = [self.step(state, x, w) for x, w in self.batches]
         weight = sum(m["weight"] for m in parts)
         return {k: sum(m[k] * m["weight"] for m in parts) / weight for k in parts[0] if k != "weight"}
+
+
+def start_sweep(cfg: Config, state: TrainState, sweep) -> TrainState:
+    """The state at the start of ``sweep`` (a :class:`~raegan_jax.stages.Sweep`): its fixed
+    stage on the flag, and the AE's Adam restarted where the sweep says so (the first
+    sweep after the AE stage)."""
+    if sweep.stage is not None:
+        state = state.replace(stage=jnp.int32(sweep.stage))
+    return restart_ae_optimizer(cfg, state) if sweep.restart_ae_optimizer else state
 
 
 def sweep_programs(cfg: Config, kinds: set, n_dispatch: int, steps_per_epoch: int, mesh: Mesh

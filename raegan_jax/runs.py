@@ -219,6 +219,13 @@ def load_run(path: str | pathlib.Path, epoch: int | None = None, what: str = "ru
     return Run(from_dict(meta["config"]), state, meta, folder)
 
 
+def checkpointer(cfg: Config, workdir: pathlib.Path, spe: int) -> Checkpointer:
+    """The run's checkpoints: its newest ``train.keep_checkpoints``, and the ends of the
+    epochs ``train.keep_epochs`` names (another run's ``train.ae_stage_from`` reads them)."""
+    return Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints,
+                        keep_steps=tuple(e * spe for e in cfg.train.keep_epochs))
+
+
 def start(cfg: Config, ckpt: Checkpointer, mesh, spe: int, n_train: int
           ) -> tuple[TrainState, int, dict | None]:
     """The state a run starts from: its newest intact checkpoint, or in a new run a fresh

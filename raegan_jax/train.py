@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -35,18 +35,21 @@ from jax.experimental import multihost_utils
 
 from raegan_jax import data as data_lib
 from raegan_jax import runs
-from raegan_jax.checkpoint import Checkpointer
 from raegan_jax.config import Config, ConfigError, validate
 from raegan_jax.figures import run_figures
 from raegan_jax.parallel import (barrier, check_batch_divides, is_main, log, make_mesh,
                                  put_replicated, to_host)
-from raegan_jax.programs import (Evaluator, epoch_permutation, sweep_batches, sweep_programs,
-                                 sweep_sharded)
+from raegan_jax.programs import (Evaluator, epoch_permutation, start_sweep, sweep_batches,
+                                 sweep_programs, sweep_sharded)
 from raegan_jax.stages import Sweep, sweep_plan
-from raegan_jax.state import TrainState, restart_ae_optimizer
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, encode_sums, epoch_line,
                                 epoch_record, read_history, summary as run_summary,
                                 tensorboard_writer)
+
+
+if TYPE_CHECKING:  # annotations only
+    from raegan_jax.checkpoint import Checkpointer
+    from raegan_jax.state import TrainState
 
 
 class TrainingDiverged(RuntimeError):
@@ -173,8 +176,7 @@ def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: s
         (workdir / "config.json").write_text(cfg.to_json())
     bs = cfg.train.batch_size
     spe = n_used // bs  # drop_remainder
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=cfg.train.keep_checkpoints,
-                        keep_steps=tuple(e * spe for e in cfg.train.keep_epochs))
+    ckpt = runs.checkpointer(cfg, workdir, spe)
     try:
         return _loop(cfg, workdir, mesh, ds, spe, ckpt, progress, t_start)
     finally:
@@ -214,10 +216,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 if partial and partial["current"] is not None:
                     sums = put_replicated(partial["current"], mesh)
                 partial = None
-                if pos == 0 and sweep.stage is not None:
-                    state = state.replace(stage=jnp.int32(sweep.stage))
-                if pos == 0 and sweep.restart_ae_optimizer:
-                    state = restart_ae_optimizer(cfg, state)
+                if pos == 0:
+                    state = start_sweep(cfg, state, sweep)
                 program = programs[sweep.program]
                 perm = np.asarray(epoch_permutation(cfg.train.seed, step // spe, n_train))
                 batches = sweep_batches(ds.train.images, perm, spe, bs, mesh)
