@@ -1,9 +1,30 @@
-"""Typed, frozen configuration and the report's presets.
+"""Typed, frozen configuration: the schema, value coercion and validation.
 
 A :class:`Config` has four sections (``model``, ``data``, ``train``, ``gan``),
-each a frozen dataclass. Presets are plain ``Config`` values; overrides are
-dotted paths (``"model.passes"``) applied with :func:`apply_overrides`, which
-validates every value before anything is compiled.
+each a frozen dataclass. Overrides are dotted paths (``"model.passes"``) applied
+with :func:`apply_overrides`, which validates every value before anything is
+compiled. The presets are in :mod:`raegan_jax.configs`.
+
+Fields no preset sets, and what keeps each (every research knob here is read by a
+study spec in ``experiments/specs/`` or a probe, reproducibly):
+
+- implementation choices that compute the same function: ``model.unroll``,
+  ``model.batch_chunks``, ``model.decoder_impl``, ``gan.stage_impl``,
+  ``train.steps_per_dispatch``;
+- logging and keeping: ``train.eval_every_epochs``, ``checkpoint_every_epochs``,
+  ``keep_checkpoints``, ``keep_epochs``, ``num_figure_images``, ``diagnostics``;
+- warm starts (``raegan_jax.runs``): ``train.init_from``, ``init_from_d``,
+  ``init_from_state``, ``ae_stage_from``;
+- the SPEC's options: ``gan.adv_loss`` (minimax), ``train.rae_objective``
+  (``sum``/``last``), ``data.source``, ``data.subset``, ``model.init``;
+- research knobs, each with the study that needs it: ``train.lr_schedule`` and
+  ``decay_steps`` (mnist_gap.json, data_steps_cifar_ae_cpu.json),
+  ``cooldown_fraction`` (cooldown_cifar_ae_cpu.json), ``grad_clip_norm``
+  (remedies.json), ``d_b1`` and ``d_eps`` (``experiments/probes/d_jitter.py``,
+  study_cifar_cpu.json), ``gan.threshold``, ``hysteresis`` (balance.json),
+  ``adv_weight_mode``, ``adaptive_scope``, ``adaptive_max``, ``adaptive_eps`` (VQGAN's
+  adaptive weight: balance*.json), ``pass_weighting`` (study_cifar_cpu.json),
+  ``colour_weight`` (game_levers_cpu.json), ``d_ema`` (d_ema_cifar_cpu.json).
 """
 
 from __future__ import annotations
