@@ -37,15 +37,15 @@ import math
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
+from typing import Callable
 
 from raegan_jax.config import IMAGE_SHAPES
 from raegan_jax.configs import get_preset
 from raegan_jax.data import available_splits, images_used
+from raegan_jax.launch import Job, run_jobs
 from raegan_jax.runs import ae_stage_chain
 from raegan_jax.workdir import read_records
 
@@ -150,80 +150,44 @@ def main(argv: list[str] | None = None) -> int:
                          f"choose from {', '.join(PRESETS)}; {usage}")
     env = dict(os.environ)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    jobs = int(env.get("JOBS") or default_jobs(cpus))
-    if jobs < 1:
-        raise SystemExit(f"JOBS={jobs}: must be at least 1")
+    jobs_at_once = int(env.get("JOBS") or default_jobs(cpus))
+    if jobs_at_once < 1:
+        raise SystemExit(f"JOBS={jobs_at_once}: must be at least 1")
     runs.mkdir(parents=True, exist_ok=True)
     sizes = available_splits([get_preset(p) for p in presets], log=lambda msg: None)
     chain, stage = plan(presets, env.get("SHARE_AE_STAGE", "1") == "1", sizes)
     todo = order(presets, chain, sizes)
-    groups = cpu_groups(cpus, jobs) if env.get("PIN_CPUS") == "1" else None
+    groups = cpu_groups(cpus, jobs_at_once) if env.get("PIN_CPUS") == "1" else None
     commit = subprocess.run(["git", "-C", str(pathlib.Path(__file__).parent), "rev-parse",
                              "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}; python {sys.prefix}; {jobs} at a time"
+    print(f"commit {commit}; python {sys.prefix}; {jobs_at_once} at a time"
           + (f", pinned to CPUs {groups}" if groups else "")
           + (f"; AE stages from {chain}" if chain else ""), flush=True)
 
-    lock = threading.Lock()
-    ended: set[str] = set()
-    failed: list[str] = []
-    procs: dict[str, subprocess.Popen] = {}
-    stopping = threading.Event()
+    def ready(preset: str) -> Callable[[set[str]], bool]:
+        if preset not in chain:
+            return lambda ended: True
+        return lambda ended: stage_ready(runs / chain[preset], stage[preset], chain[preset] in ended)
 
-    def take() -> str | None:
-        """The first preset of ``todo`` that may start now (None: nothing left to take)."""
-        while not stopping.is_set():
-            with lock:
-                if not todo:
-                    return None
-                for p in todo:
-                    if p not in chain or stage_ready(runs / chain[p], stage[p],
-                                                     chain[p] in ended):
-                        todo.remove(p)
-                        return p
-            time.sleep(POLL_S)
-        return None
+    def started(job: Job, cmd: list[str]) -> None:
+        print(f"=== {job.name} {time.strftime('%FT%TZ', time.gmtime())}: {' '.join(cmd)}",
+              flush=True)
 
-    def worker(i: int) -> None:
-        while (preset := take()) is not None:
-            cmd = command(preset, runs, chain, stage, env)
-            if groups:
-                cmd = ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd
-            print(f"=== {preset} {time.strftime('%FT%TZ', time.gmtime())}: {' '.join(cmd)}",
-                  flush=True)
-            t = time.time()
-            with open(runs / f"{preset}.log", "a") as log, lock:
-                # Its own session: a terminal's Ctrl-C reaches it once, through forward().
-                procs[preset] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                 start_new_session=True)
-            rc = procs[preset].wait()
-            with lock:
-                ended.add(preset)
-                if rc:
-                    failed.append(preset)
-            print(f"--- {preset}: {'ok' if rc == 0 else f'FAILED rc={rc}'}, wall "
-                  f"{time.time() - t:.0f} s (log {runs / f'{preset}.log'})", flush=True)
+    def finished(job: Job, rc, seconds: float) -> None:
+        print(f"--- {job.name}: {'ok' if rc == 0 else f'FAILED rc={rc}'}, wall {seconds:.0f} s "
+              f"(log {job.log})", flush=True)
 
-    def forward(signum, frame):  # the runs checkpoint mid-epoch and stop; rerun resumes
-        stopping.set()
-        with lock:
-            for p in procs.values():
-                if p.poll() is None:
-                    p.send_signal(signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    jobs = [Job(p, lambda p=p: command(p, runs, chain, stage, env), runs / f"{p}.log", ready(p))
+            for p in todo]
+    wrap = (lambda i, cmd: ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd) if groups else None
     start = time.time()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(jobs)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    left = [p for p in presets if p not in ended]
+    outcome = run_jobs(jobs, jobs_at_once, poll_s=POLL_S, wrap=wrap, on_start=started,
+                       on_end=finished)
+    left = [p for p in presets if p in outcome.not_run]
     print(f"whole report: {time.time() - start:.0f} s"
-          + (f"; FAILED: {' '.join(failed)}" if failed else "")
+          + (f"; FAILED: {' '.join(outcome.failed)}" if outcome.failed else "")
           + (f"; not run: {' '.join(left)}" if left else ""), flush=True)
-    return 1 if failed or left else 0
+    return 1 if outcome.failed or left else 0
 
 
 if __name__ == "__main__":

@@ -32,19 +32,16 @@ batches, D's steps and the stage switches per epoch over the last epochs.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 
 from raegan_jax import figures
 from raegan_jax.losses import balance_gap
+from raegan_jax.launch import Job, run_jobs
 from raegan_jax.workdir import read_records, train_recon_loss
 
 # A run is on the mean-image plateau while its reconstruction loss stays near
@@ -123,42 +120,34 @@ def select(spec: list[dict], only: list[str] | None,
 def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
         extra: list[str] = (), seeds: list[int] | None = None) -> int:
     """Trains every (run, seed) of ``spec`` not yet finished, ``jobs`` at a time (of
-    ``seeds`` only, if given)."""
-    todo = select(spec, only, seeds)
-    done_events = {(e["name"], s): threading.Event() for e, s in todo}
-    failures = []
-
-    def one(entry: dict, seed: int) -> None:
-        wd = runs / entry["name"] / f"seed{seed}"
-        try:
-            if (wd / "summary.json").exists():
-                return
-            dep = _source(entry)
-            if dep and (dep, seed) in done_events:
-                done_events[(dep, seed)].wait()
-            wd.parent.mkdir(parents=True, exist_ok=True)
-            t = time.time()
-            try:
-                cmd = _cmd(entry, seed, wd, runs, list(extra))
-            except FileNotFoundError as e:  # a branch whose source did not get there
-                print(f"{entry['name']} seed {seed}: FAILED: {e}", flush=True)
-                failures.append((entry["name"], seed))
-                return
-            with open(wd.parent / f"seed{seed}.log", "a") as log:
-                rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-            status = "ok" if rc == 0 else f"FAILED rc={rc}"
-            print(f"{entry['name']} seed {seed}: {status} in {time.time() - t:.0f} s", flush=True)
-            if rc:
-                failures.append((entry["name"], seed))
-        finally:
-            done_events[(entry["name"], seed)].set()
-
+    ``seeds`` only, if given), each once the run it starts from has ended
+    (:func:`raegan_jax.launch.run_jobs`)."""
+    todo = [(e, s) for e, s in select(spec, only, seeds)
+            if not (runs / e["name"] / f"seed{s}" / "summary.json").exists()]
+    names = {f"{e['name']} seed {s}" for e, s in todo}
     # Runs that others start from go first, so their dependants do not hold workers idle.
     deps = {_source(e) for e in spec}
     todo.sort(key=lambda es: es[0]["name"] not in deps)
-    with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(lambda es: one(*es), todo))
-    return 1 if failures else 0
+
+    def job(entry: dict, seed: int) -> Job:
+        wd = runs / entry["name"] / f"seed{seed}"
+        dep = f"{_source(entry)} seed {seed}" if _source(entry) else None
+
+        def command() -> list[str]:
+            wd.parent.mkdir(parents=True, exist_ok=True)
+            return _cmd(entry, seed, wd, runs, list(extra))
+
+        return Job(f"{entry['name']} seed {seed}", command, wd.parent / f"seed{seed}.log",
+                   ready=lambda ended: dep not in names or dep in ended)
+
+    def finished(j: Job, rc, seconds: float) -> None:
+        status = "ok" if rc == 0 else f"FAILED: {rc}" if isinstance(rc, str) else f"FAILED rc={rc}"
+        print(f"{j.name}: {status} in {seconds:.0f} s", flush=True)
+
+    for e, _ in todo:  # the logs' folders, before any job writes its log
+        (runs / e["name"]).mkdir(parents=True, exist_ok=True)
+    outcome = run_jobs([job(e, s) for e, s in todo], jobs, on_end=finished)
+    return 1 if outcome.failed or outcome.not_run else 0
 
 
 def plateau_exit_step(recs: list[dict], loss: str) -> int | None:

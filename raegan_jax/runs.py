@@ -28,14 +28,14 @@ from raegan_jax.workdir import WorkdirError, decode_sums, read_records, write_re
 
 # ---------------------------------------------------------------------------------------
 # What may differ between runs: the one list.
+
 # Fields that may change when a run is continued: more epochs, other logging, and
 # implementation choices that compute the same function with the same parameters.
 RESUMABLE = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_epochs",
-                    "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
-                    "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
-                    "model.batch_chunks", "train.diagnostics", "train.init_from",
-                    "train.init_from_d", "train.init_from_state", "train.ae_stage_from",
-                    "train.keep_epochs"}
+             "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
+             "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
+             "model.batch_chunks", "train.diagnostics", "train.init_from", "train.init_from_d",
+             "train.init_from_state", "train.ae_stage_from", "train.keep_epochs"}
 
 
 # What a branch's source must share with it (train.init_from_state): the fields that
@@ -47,7 +47,7 @@ BRANCH_SHARES = ("model.", "data.", "train.batch_size", "train.seed")
 # AE alike (train.ae_stage_from): the run's length, D's and the game's settings, the
 # recursion's objective, what the run evaluates, logs and keeps.
 STAGE_FREE = ("preset", "train.epochs", "train.ae_stage_epochs", "train.d_lr", "train.d_b1",
-               "train.d_eps", "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
+              "train.d_eps", "train.rae_objective", "model.disc_widths", "data.test_examples", "gan.")
 
 
 def check_config(cfg: Config, workdir: pathlib.Path) -> bool:

@@ -271,6 +271,23 @@ def test_many_steps_per_dispatch_equals_one(tmp_path, tiny_mnist):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
+def fake_commands(monkeypatch, fn):
+    """The commands raegan_jax.launch starts run ``fn(cmd)`` in-process instead; its
+    return value is the exit code."""
+    import raegan_jax.launch as launch
+
+    class Done:
+        def __init__(self, cmd, **kw):
+            self.rc = fn(cmd)
+
+        def wait(self):
+            return self.rc
+
+        poll = wait
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Done)
+
+
 def _experiment_script(name: str):
     """Imports ``experiments/<name>.py`` (a script, not a package module)."""
     import importlib.util
@@ -317,7 +334,7 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     assert "no run named d" in capsys.readouterr().err
     assert not runs.exists()
     calls = []
-    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    fake_commands(monkeypatch, lambda cmd: calls.append(cmd) or 0)
     assert sweep.main(["run", str(path), "--runs", str(runs), "--only", "a", "--only", "c"]) == 0
     workdirs = sorted(cmd[cmd.index("--workdir") + 1] for cmd in calls)
     assert workdirs == [str(runs / n / f"seed{s}") for n in "ac" for s in (0, 1)]
@@ -338,7 +355,7 @@ def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(t
              "seeds": [0, 1]}]
     runs, order = tmp_path / "runs", []
 
-    def fake_run(cmd, **kw):
+    def fake_run(cmd):
         wd = pathlib.Path(cmd[cmd.index("--workdir") + 1])
         order.append(wd.parent.name)
         if wd.parent.name == "stage" and wd.name == "seed0":  # seed 1 stops before epoch 2
@@ -349,7 +366,7 @@ def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(t
                 (wd / "checkpoints" / str(step)).mkdir(parents=True)
         return 0
 
-    monkeypatch.setattr(sweep.subprocess, "call", fake_run)
+    fake_commands(monkeypatch, fake_run)
     assert sweep.run(spec, runs, jobs=2, only=None) == 1
     assert order.index("game") > order.index("stage")
     out = capsys.readouterr().out
