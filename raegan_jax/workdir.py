@@ -218,6 +218,7 @@ def adv_lambda(rec: dict) -> list[float] | None:
 
 
 def epoch_line(rec: dict) -> str:
+    """An epoch's record in one line (the progress bar's postfix, or the log line)."""
     parts = [f"train {train_recon_loss(rec)[0]:.4f}"]
     if "val/recon_loss" in rec:
         parts.append("val " + "/".join(f"{v:.4f}" for v in rec["val/recon_loss"]))
@@ -231,6 +232,7 @@ def epoch_line(rec: dict) -> str:
 
 
 def tensorboard_writer(workdir: pathlib.Path):
+    """A TensorBoard writer into ``<workdir>/tensorboard`` (process 0; None elsewhere)."""
     if jax.process_index() != 0:  # process 0 logs
         return None
     # tensorboardX imports torch whenever it is installed, only to accept torch tensors:
@@ -250,7 +252,10 @@ def tensorboard_writer(workdir: pathlib.Path):
 # The summary of a run: summary.json's format.
 
 def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
-             steps: int) -> dict:
+            steps: int) -> dict:
+    """``summary.json``: the run's headline numbers (the final evaluation per pass, D's
+    verdicts for GAN families), its data, speed and machine, and the means over its last
+    three evaluated epochs."""
     own = [h["images_per_sec"] for h in history if "copied_from" not in h]
     speeds = own[1:] or own  # the first epoch this run trained is left out, as in any run
     out = {
