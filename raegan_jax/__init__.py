@@ -35,6 +35,8 @@ _EXPORTS = {
                             "make_train_step", "sweep_batches"],
     "raegan_jax.stages": ["STAGE_AE", "STAGE_D", "STAGE_RECON", "sweep_plan"],
     "raegan_jax.train": ["Preempted", "train_and_evaluate"],
+    "raegan_jax.evaluate": ["evaluate_run"],
+    "raegan_jax.runs": ["load_run"],
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

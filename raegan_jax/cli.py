@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -29,7 +30,8 @@ def _quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        # Orbax warns at WARNING level about routine things (a read-only checkpoint folder).
+        absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover
         pass
 
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``raegan`` command's parser (``bench`` parses its own options).
 
     Returns:
-      An ``argparse.ArgumentParser`` with the ``train``, ``presets`` and ``bench`` subcommands.
+      An ``argparse.ArgumentParser`` with the ``train``, ``eval``, ``presets`` and ``bench``
+      subcommands.
     """
     parser = argparse.ArgumentParser(prog="raegan", description="RAE-GAN in JAX/Flax")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -61,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process 0's address and a free port, the same for every process")
     d.add_argument("--num-processes", type=int, default=None, metavar="N")
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
+    e = sub.add_parser("eval", help="evaluate a trained run at passes 1..N (writes "
+                                    "WORKDIR/eval_passes<N>/eval.json and figures)")
+    e.add_argument("workdir", help="the run's workdir (its newest checkpoint is evaluated)")
+    e.add_argument("--passes", type=int, default=None,
+                   help="evaluate passes 1..N (default: the passes it trained; more allowed)")
+    e.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("bench", help="time the jitted train steps; `raegan bench --help`")
     return parser
@@ -89,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n\n".join(describe(name) for name in PRESETS))
         print("\n`--set FIELD=VALUE` with a report value returns a preset to the report's recipe;"
               " the reasons and measurements: help(raegan_jax.configs.<mnist|cifar10>.<preset>)")
+        return 0
+    if args.cmd == "eval":
+        from raegan_jax.evaluate import evaluate_run
+        try:
+            ev = evaluate_run(args.workdir, args.passes, args.data_dir)
+        except (ConfigError, DataError, CheckpointError) as e:
+            print(f"raegan: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({k: ev[k] for k in ("passes", "split", "recon_loss", "psnr")}))
         return 0
     if (args.coordinator_address is None) != (args.num_processes is None) or (
             args.coordinator_address is None) != (args.process_id is None):

@@ -246,6 +246,25 @@ def diagnostics(histories: dict[str, Sequence[dict]], path: str | pathlib.Path,
     return _finish(fig, path, title, suptitle=True)
 
 
+def per_pass(ev: dict, path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """``raegan eval``'s figure: each metric of ``ev`` (``eval.json``) against the pass,
+    the passes the run trained left of the dotted line."""
+    plt = _plt()
+    keys = [k for k in ("recon_loss", "psnr", "ssim", "d_fake_prob") if k in ev]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3))
+    passes = np.arange(1, ev["passes"] + 1)
+    for ax, k in zip(np.atleast_1d(axes), keys):
+        ax.plot(passes, ev[k], "o-")
+        if k == "d_fake_prob":
+            ax.axhline(ev["d_real_prob"], color="gray", lw=1, label="on the reals")
+            ax.legend(fontsize=7)
+        ax.axvline(ev["trained_passes"] + 0.5, color="k", ls=":", lw=1)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_xlabel("pass")
+        ax.set_title(k, fontsize=9)
+    return _finish(fig, path, title, suptitle=True)
+
+
 def run_figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: pathlib.Path) -> None:
     """The figures a run draws at its end: reconstructions of the first test images at
     every pass (``state``'s evaluated weights) and, from its records, the loss curves and

@@ -1,0 +1,74 @@
+"""`raegan eval`: a trained run evaluated after the fact, at its passes and beyond."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from raegan_jax.checkpoint import CheckpointError
+from raegan_jax.evaluate import evaluate_run
+from raegan_jax.train import train_and_evaluate
+from conftest import REPO
+from test_train import cfg_for
+
+
+@pytest.fixture(scope="module")
+def raegan_run(tmp_path_factory, tiny_mnist):
+    wd = tmp_path_factory.mktemp("eval") / "raegan"
+    cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 2})
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: conftest's tfds folder, set here
+        base = tmp_path_factory.getbasetemp()
+        mp.setenv("RAEGAN_TFDS_DIR", str((base.parent if os.environ.get("PYTEST_XDIST_WORKER")
+                                          else base) / "raegan_tfds"))
+        summary = train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
+    return wd, summary
+
+
+def test_eval_at_the_trained_passes_is_what_the_run_measured(raegan_run, tiny_mnist):
+    wd, summary = raegan_run
+    ev = evaluate_run(wd, data_dir=str(tiny_mnist))
+    assert (ev["passes"], ev["trained_passes"], ev["split"], ev["epoch"]) == (2, 2, "test", 2)
+    assert ev["recon_loss"] == summary["val_recon_loss"]
+    assert ev["psnr"] == summary["val_psnr"] and ev["ssim"] == summary["val_ssim"]
+    assert ev["d_fake_prob"] == summary["d_fake_prob"] and ev["d_real_prob"] == summary["d_real_prob"]
+    assert json.loads((wd / "eval_passes2" / "eval.json").read_text()) == ev
+
+
+def test_eval_beyond_the_trained_passes_applies_the_ae_again(raegan_run, tiny_mnist):
+    wd, summary = raegan_run
+    ev = evaluate_run(wd, passes=5, data_dir=str(tiny_mnist))
+    assert ev["passes"] == 5 and len(ev["recon_loss"]) == len(ev["d_fake_acc"]) == 5
+    np.testing.assert_allclose(ev["recon_loss"][:2], summary["val_recon_loss"], rtol=1e-6)
+    out = wd / "eval_passes5"
+    grid = matplotlib.image.imread(out / "reconstructions.png")  # originals + 5 passes
+    assert grid.shape[0] == round(1.3 * 6 * 100)
+    assert matplotlib.image.imread(out / "per_pass.png").std() > 0
+
+
+def test_a_plain_ae_is_evaluated_recursively(tmp_path, tiny_mnist):
+    cfg = cfg_for("mnist_ae", **{"train.epochs": 1})
+    summary = train_and_evaluate(cfg, tmp_path / "ae", data_dir=str(tiny_mnist), progress=False)
+    ev = evaluate_run(tmp_path / "ae", passes=3, data_dir=str(tiny_mnist))
+    assert ev["trained_passes"] == 1 and len(ev["recon_loss"]) == 3
+    np.testing.assert_allclose(ev["recon_loss"][0], summary["val_recon_loss"][0], rtol=1e-6)
+    with pytest.raises(CheckpointError, match="raegan eval"):
+        evaluate_run(tmp_path / "nothing_here")
+
+
+def test_raegan_eval_command(raegan_run, tiny_mnist, tmp_path):
+    wd, _ = raegan_run
+    run = lambda *a: subprocess.run([sys.executable, "-m", "raegan_jax.cli", "eval", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300,
+                                    env={**os.environ, "PYTHONPATH": str(REPO),
+                                         "JAX_PLATFORMS": "cpu"})
+    ok = run(str(wd), "--passes", "3", "--data-dir", str(tiny_mnist))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout.splitlines()[-1])["passes"] == 3
+    assert "Traceback" not in ok.stderr and "WARNING" not in ok.stderr, ok.stderr
+    bad = run(str(tmp_path / "missing"))
+    assert bad.returncode == 2 and bad.stderr.startswith("raegan: error: raegan eval ")
+    assert len(bad.stderr.strip().splitlines()) == 1
