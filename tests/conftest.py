@@ -84,14 +84,18 @@ import gzip  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _tfds_cache(tmp_path_factory, monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def _tfds_cache(tmp_path_factory):
     """Prepared tfds datasets go to a per-session temp dir, never ~/.cache. The xdist
     workers share it (their temp dirs are siblings): each dataset is prepared once per
-    session (full MNIST: ~14 s), the others wait on prepare_local's file lock."""
+    session (full MNIST: ~14 s), the others wait on prepare_local's file lock. Session-wide,
+    so that module-scoped fixtures (set up before any function's fixtures) use it too."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    monkeypatch.setenv("RAEGAN_TFDS_DIR", str(shared / "raegan_tfds"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAEGAN_TFDS_DIR", str(shared / "raegan_tfds"))
+    yield
+    mp.undo()
 
 
 def write_idx(path, array: np.ndarray) -> None:

@@ -20,11 +20,7 @@ from test_train import cfg_for
 def raegan_run(tmp_path_factory, tiny_mnist):
     wd = tmp_path_factory.mktemp("eval") / "raegan"
     cfg = cfg_for("mnist_aegan", **{"model.family": "raegan", "model.passes": 2, "train.epochs": 2})
-    with pytest.MonkeyPatch.context() as mp:  # module-scoped: conftest's tfds folder, set here
-        base = tmp_path_factory.getbasetemp()
-        mp.setenv("RAEGAN_TFDS_DIR", str((base.parent if os.environ.get("PYTEST_XDIST_WORKER")
-                                          else base) / "raegan_tfds"))
-        summary = train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
+    summary = train_and_evaluate(cfg, wd, data_dir=str(tiny_mnist), progress=False)
     return wd, summary
 
 
