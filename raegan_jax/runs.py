@@ -238,6 +238,7 @@ def start(cfg: Config, ckpt: Checkpointer, mesh, spe: int, n_train: int
       sums, seconds spent), or None.
     """
     state = put_replicated(create_train_state(cfg, jax.random.key(cfg.train.seed)), mesh)
+
     def check_meta(path: pathlib.Path, meta: dict) -> None:
         try:
             problem = config_mismatch(from_dict(meta["config"]), cfg)

@@ -169,7 +169,7 @@ def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: s
     if n_used < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} exceeds the {n_used} training images")
     log(f"data: {ds.source}: {n_train} train / {n_test} test images"
-         + (f"; each epoch draws {n_used} of them afresh" if resample else ""))
+        + (f"; each epoch draws {n_used} of them afresh" if resample else ""))
     if ds.note:
         log("!" * 78 + f"\n!! FEWER IMAGES THAN THE PRESET ASKS FOR: {ds.note}\n" + "!" * 78)
     if not resuming and is_main():
@@ -271,7 +271,7 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
         run_figures(cfg, state, ds, history, workdir)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"summary: {json.dumps({k: summary[k] for k in ('val_recon_loss', 'images_per_sec')})}"
-             f" -> {workdir / 'summary.json'}")
+            f" -> {workdir / 'summary.json'}")
     return summary
 
 
