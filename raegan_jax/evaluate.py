@@ -13,14 +13,19 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import numpy as np
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures
 from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError, apply_overrides
 from raegan_jax.parallel import make_mesh, put_replicated, to_host
+from raegan_jax.models import to_images
 from raegan_jax.programs import Evaluator
+from raegan_jax.realism import high_frequency_ratio
 from raegan_jax.runs import load_run
+from raegan_jax.state import TrainState, eval_params
+from raegan_jax.steps import ae_logits, bind
 
 
 def at_passes(cfg: Config, passes: int) -> Config:
@@ -44,7 +49,7 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
 
     Returns:
       What ``eval.json`` holds: the run, its epoch, the split, and per pass
-      ``recon_loss``, ``psnr``, ``ssim`` (and D's ``d_real_acc``, ``d_fake_acc``,
+      ``recon_loss``, ``psnr``, ``ssim``, ``hf_ratio`` (:mod:`raegan_jax.realism`; and D's ``d_real_acc``, ``d_fake_acc``,
       ``d_real_prob``, ``d_fake_prob`` for GAN families).
 
     Raises:
@@ -57,6 +62,7 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
     mesh = make_mesh(batch_size=cfg.train.batch_size)
     state = put_replicated(run.state, mesh)
     metrics = to_host(Evaluator(cfg, mesh, ds.test.images)(state))
+    metrics["hf_ratio"] = _hf_ratios(cfg, run.state, ds.test.images)
     out = {"run": str(run.workdir), "checkpoint": str(run.checkpoint), "epoch": run.epoch,
            "preset": cfg.preset, "trained_passes": run.config.model.passes,
            "passes": cfg.model.passes, "split": "test", "examples": len(ds.test.images),
@@ -69,3 +75,15 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
     figures.per_pass(out, folder / "per_pass.png",
                      f"{cfg.preset}: test split, trained with {out['trained_passes']} pass(es)")
     return out
+
+
+def _hf_ratios(cfg: Config, state: TrainState, test_images: np.ndarray) -> list[float]:
+    """The high-frequency energy ratio of every pass's reconstructions of the test images."""
+    b = bind(cfg)
+    recon = jax.jit(lambda p, x: to_images(ae_logits(b, p, x)))
+    params = eval_params(state)
+    bs = cfg.train.batch_size
+    reals = test_images.astype(np.float32) / 255.0
+    outs = np.concatenate([np.asarray(recon(params, reals[i:i + bs]))
+                           for i in range(0, len(reals), bs)], axis=1)  # [passes, N, H, W, C]
+    return [high_frequency_ratio(o, reals) for o in outs]

@@ -250,7 +250,7 @@ def per_pass(ev: dict, path: str | pathlib.Path, title: str = "") -> pathlib.Pat
     """``raegan eval``'s figure: each metric of ``ev`` (``eval.json``) against the pass,
     the passes the run trained left of the dotted line."""
     plt = _plt()
-    keys = [k for k in ("recon_loss", "psnr", "ssim", "d_fake_prob") if k in ev]
+    keys = [k for k in ("recon_loss", "psnr", "ssim", "hf_ratio", "d_fake_prob") if k in ev]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3))
     passes = np.arange(1, ev["passes"] + 1)
     for ax, k in zip(np.atleast_1d(axes), keys):
