@@ -13,19 +13,18 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax
 import numpy as np
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures
-from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError, apply_overrides
+from raegan_jax.config import Config, ConfigError, apply_overrides
 from raegan_jax.parallel import make_mesh, put_replicated, to_host
-from raegan_jax.models import to_images
 from raegan_jax.programs import Evaluator
-from raegan_jax.realism import high_frequency_ratio
 from raegan_jax.runs import load_run
-from raegan_jax.state import TrainState, eval_params
-from raegan_jax.steps import ae_logits, bind
+from raegan_jax.workdir import hf_ratio
+
+
+_RECURSIVE = {"ae": "rae", "aegan": "raegan"}  # the same networks, applied recursively
 
 
 def at_passes(cfg: Config, passes: int) -> Config:
@@ -33,8 +32,8 @@ def at_passes(cfg: Config, passes: int) -> Config:
     if passes < 1:
         raise ConfigError(f"--passes must be >= 1, got {passes}")
     family = cfg.model.family
-    if passes > 1 and family not in RECURSIVE_FAMILIES:
-        family = "r" + family
+    if passes > 1:
+        family = _RECURSIVE.get(family, family)
     return apply_overrides(cfg, {"model.family": family, "model.passes": passes})
 
 
@@ -49,8 +48,8 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
 
     Returns:
       What ``eval.json`` holds: the run, its epoch, the split, and per pass
-      ``recon_loss``, ``psnr``, ``ssim``, ``hf_ratio`` (:mod:`raegan_jax.realism`; and D's ``d_real_acc``, ``d_fake_acc``,
-      ``d_real_prob``, ``d_fake_prob`` for GAN families).
+      ``recon_loss``, ``psnr``, ``ssim``, ``hf_ratio`` (:mod:`raegan_jax.realism`), and
+      D's ``d_real_acc``, ``d_fake_acc``, ``d_real_prob``, ``d_fake_prob`` for GAN families.
 
     Raises:
       CheckpointError: no readable checkpoint at ``path``.
@@ -62,7 +61,7 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
     mesh = make_mesh(batch_size=cfg.train.batch_size)
     state = put_replicated(run.state, mesh)
     metrics = to_host(Evaluator(cfg, mesh, ds.test.images)(state))
-    metrics["hf_ratio"] = _hf_ratios(cfg, run.state, ds.test.images)
+    metrics["hf_ratio"] = hf_ratio(metrics)
     out = {"run": str(run.workdir), "checkpoint": str(run.checkpoint), "epoch": run.epoch,
            "preset": cfg.preset, "trained_passes": run.config.model.passes,
            "passes": cfg.model.passes, "split": "test", "examples": len(ds.test.images),
@@ -76,14 +75,3 @@ def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
                      f"{cfg.preset}: test split, trained with {out['trained_passes']} pass(es)")
     return out
 
-
-def _hf_ratios(cfg: Config, state: TrainState, test_images: np.ndarray) -> list[float]:
-    """The high-frequency energy ratio of every pass's reconstructions of the test images."""
-    b = bind(cfg)
-    recon = jax.jit(lambda p, x: to_images(ae_logits(b, p, x)))
-    params = eval_params(state)
-    bs = cfg.train.batch_size
-    reals = test_images.astype(np.float32) / 255.0
-    outs = np.concatenate([np.asarray(recon(params, reals[i:i + bs]))
-                           for i in range(0, len(reals), bs)], axis=1)  # [passes, N, H, W, C]
-    return [high_frequency_ratio(o, reals) for o in outs]

@@ -27,6 +27,7 @@ from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError
 from raegan_jax.cycle import cycle_pass
 from raegan_jax.models import build_models, to_images
 from raegan_jax.parallel import in_chunks, largest_divisor
+from raegan_jax.realism import high_frequency_energies
 from raegan_jax.recursion import rae_objective, recursive_apply
 from raegan_jax.stages import (STAGE_AE, STAGE_D, STAGE_RECON, controller_update, next_stage,
                                pass_weights, stage_impl)
@@ -550,9 +551,10 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
       weights: optional [B] sample weights (0 for padding rows).
 
     Returns:
-      Weighted means: ``recon_loss``, ``psnr`` (dB) and ``ssim`` [passes] of
+      Weighted means: ``recon_loss``, ``psnr`` (dB), ``ssim`` and ``hf_energy`` [passes] of
       the reconstructions (dm-pix, images in [0, 1]) of :func:`~raegan_jax.state.eval_params`
-      (the AE's weight average under ``train.ae_ema``); under ``train.ae_ema``
+      (the AE's weight average under ``train.ae_ema``) and ``hf_energy_real`` of the
+      images themselves (:mod:`raegan_jax.realism`); under ``train.ae_ema``
       also ``recon_loss_live`` [passes], the live AE's loss on the same
       images, so one run measures what the average gains; for GAN families
       ``d_loss``, ``d_real_acc``, ``d_fake_acc`` [passes] and D's mean
@@ -570,7 +572,10 @@ def eval_step_fn(b: Bound, state: TrainState, batch: jax.Array,
     outs = to_images(logits)
     m = {"recon_loss": per_sample @ w_mean, "weight": w.sum(),
          "psnr": jax.vmap(lambda o: pix.psnr(o, images))(outs) @ w_mean,
-         "ssim": jax.vmap(lambda o: losses.ssim(o, images))(outs) @ w_mean}
+         "ssim": jax.vmap(lambda o: losses.ssim(o, images))(outs) @ w_mean,
+         # realism.py's high-frequency energy: the ratio of the two is the detail kept
+         "hf_energy": jax.vmap(high_frequency_energies)(outs) @ w_mean,
+         "hf_energy_real": high_frequency_energies(images) @ w_mean}
     if state.ae_ema is not None:
         live = ae_logits(b, state.ae_params, images)
         m["recon_loss_live"] = losses.recon_loss(live, images, b.cfg.train.recon_loss) @ w_mean

@@ -196,10 +196,18 @@ def epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict 
     if evals:
         for k, v in evals.items():
             rec[f"val/{k}"] = _value(v)
+        if "hf_energy" in evals:  # the high-frequency detail kept, per pass (realism.py)
+            rec["val/hf_ratio"] = hf_ratio(evals)
         for suffix in ("", "_live"):  # _live: the live D's, beside its weight average
             if "d_fake_acc" + suffix in evals:
                 rec["val/balance_gap" + suffix] = losses.balance_gap(evals["d_fake_acc" + suffix])
     return rec
+
+
+def hf_ratio(evals: dict) -> list[float]:
+    """Per pass, the reconstructions' high-frequency energy over the real images'
+    (:mod:`raegan_jax.realism`), from an evaluation's (fetched) means."""
+    return _value(np.asarray(evals["hf_energy"]) / np.asarray(evals["hf_energy_real"]))
 
 
 def train_recon_loss(rec: dict) -> list[float] | None:
@@ -274,6 +282,7 @@ def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, w
         "val_recon_loss": np.asarray(final_eval["recon_loss"]).tolist(),
         "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
         "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
+        "val_hf_ratio": hf_ratio(final_eval),
         # Under train.ae_ema the values above are the weight average's; this is the live AE's.
         **({"val_recon_loss_live": np.asarray(final_eval["recon_loss_live"]).tolist()}
            if "recon_loss_live" in final_eval else {}),
@@ -317,7 +326,8 @@ def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, w
 # over several epochs, not on one that the game happened to end well or badly).
 _LAST_EPOCHS_KEYS = {"val_recon_loss": "val/recon_loss", "val_recon_loss_live": "val/recon_loss_live",
                      "val_psnr": "val/psnr",
-                     "val_ssim": "val/ssim", "d_real_acc": "val/d_real_acc",
+                     "val_ssim": "val/ssim", "val_hf_ratio": "val/hf_ratio",
+                     "d_real_acc": "val/d_real_acc",
                      "d_fake_acc": "val/d_fake_acc", "balance_gap": "val/balance_gap",
                      "d_real_prob": "val/d_real_prob", "d_fake_prob": "val/d_fake_prob",
                      "d_real_acc_live": "val/d_real_acc_live", "d_fake_acc_live": "val/d_fake_acc_live",
