@@ -34,7 +34,7 @@ def _pm(values, fmt="{:.4f}") -> str:
     v = np.asarray(values, np.float64)
     if v.ndim == 1:
         v = v[:, None]
-    mean, std = v.mean(0), v.std(0)
+    mean, std = v.mean(0), v.std(0, ddof=1) if len(v) > 1 else v.std(0)  # sample std
     if len(values) == 1:
         return ", ".join(fmt.format(m) for m in mean)
     return ", ".join(f"{fmt.format(m)} ± {fmt.format(s)}" for m, s in zip(mean, std))
@@ -44,7 +44,9 @@ def main(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
     """Prints the table of the runs under ``runs``; figures go to ``figs`` (experiments/figures/)."""
     figs = figs or pathlib.Path(__file__).parent / "figures"
     figs.mkdir(exist_ok=True)
-    print("| preset | seeds | data (train/test) | epochs | val loss per pass | PSNR dB per pass | "
+    # The final table is the test split's (read once, at each run's end); runs from before the
+    # validation split (no test_… in summary.json) evaluated only the test split, as val_….
+    print("| preset | seeds | data (train/val/test) | epochs | test loss per pass | PSNR dB per pass | "
           "SSIM per pass | D acc real / fakes per pass (val) | report | wall (seed 0) | img/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, (rep_epochs, rep_data, rep_loss) in REPORT.items():
@@ -59,10 +61,11 @@ def main(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
             d = f"{_pm([s['d_real_acc'] for s in summ], '{:.2f}')} / {_pm([s['d_fake_acc'] for s in summ], '{:.2f}')}"
         train = (f"{s0['train_examples']} pool, resampled" if s0.get("resample_train")
                  else s0["train_examples"])
-        print(f"| `{preset}` | {len(summ)} | {train}/{s0['test_examples']} "
+        t = [{k: s.get(f"test_{k}", s[f"val_{k}"]) for k in ("recon_loss", "psnr", "ssim")} for s in summ]
+        print(f"| `{preset}` | {len(summ)} | {train}/{s0.get('validation_examples', 0)}/{s0['test_examples']} "
               f"(report {rep_data}) | {s0['epochs']} / {rep_epochs} | "
-              f"{_pm([s['val_recon_loss'] for s in summ])} | {_pm([s['val_psnr'] for s in summ], '{:.2f}')} | "
-              f"{_pm([s['val_ssim'] for s in summ], '{:.3f}')} | {d} | {rep_loss} | "
+              f"{_pm([x['recon_loss'] for x in t])} | {_pm([x['psnr'] for x in t], '{:.2f}')} | "
+              f"{_pm([x['ssim'] for x in t], '{:.3f}')} | {d} | {rep_loss} | "
               f"{s0['wall_seconds'] / 60:.1f} min | {np.median([s['images_per_sec'] for s in summ]):.0f} |")
         draw_figures(runs / preset, preset, figs)
 
@@ -73,7 +76,9 @@ def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
         shutil.copy(run / "reconstructions.png", figs / f"{preset}_reconstructions.png")
     history = read_records(run)
     if history:
-        figures.history_figures(history, preset, figs, prefix=f"{preset}_")
+        summ = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        figures.history_figures(history, preset, figs, prefix=f"{preset}_",
+                                val_split=summ.get("val_split", "test"))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from typing import Callable
 
 from raegan_jax.config import IMAGE_SHAPES
 from raegan_jax.configs import get_preset
-from raegan_jax.data import available_splits, images_used
+from raegan_jax.data import available_splits, train_used
 from raegan_jax.launch import Job, run_jobs
 from raegan_jax.runs import ae_stage_chain
 from raegan_jax.workdir import read_records
@@ -94,7 +94,7 @@ def work(name: str, sizes: dict[str, tuple[int, int]], chained: bool) -> float:
     """What a preset's run costs, roughly: the pixels its AE passes over (D's passes
     counted too), over the epochs it trains itself (a chained preset skips its stage)."""
     cfg = get_preset(name)
-    images = images_used(cfg.data.train_examples, sizes[cfg.data.dataset][0])
+    images = train_used(cfg, sizes[cfg.data.dataset][0])
     epochs = cfg.train.epochs - (cfg.train.ae_stage_epochs if chained else 0)
     return (images * epochs * math.prod(IMAGE_SHAPES[cfg.data.dataset])
             * cfg.model.passes * (1 + cfg.is_gan))

@@ -208,7 +208,8 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
         def stat(key, where=lambda summ: summ):
             v = np.asarray([where(s["summary"])[key] for s in seeds
                             if where(s["summary"]).get(key) is not None], np.float64)
-            return (v.mean(axis=0).tolist(), v.std(axis=0).tolist()) if v.size else None
+            # mean ± sample standard deviation (ddof = 1), RESULTS' one convention
+            return (v.mean(axis=0).tolist(), v.std(axis=0, ddof=min(1, len(v) - 1)).tolist()) if v.size else None
 
         last3 = lambda summ: summ.get("last_3_epochs") or {}
 
@@ -234,7 +235,10 @@ def summarize(spec: list[dict], runs: pathlib.Path) -> list[dict]:
                "seeds_on_plateau": sum(s["on_plateau_at_end"] for s in seeds),
                "per_seed_val_recon_loss": [s["summary"]["val_recon_loss"] for s in seeds],
                "wall_seconds": stat("wall_seconds"), "images_per_sec": stat("images_per_sec"),
-               "device": seeds[0]["summary"].get("device")}
+               "device": seeds[0]["summary"].get("device"),
+               # which split the val_… numbers are on: "validation" (choices are made on it)
+               # or "test" (runs without a validation split)
+               "val_split": seeds[0]["summary"].get("val_split", "test")}
         out.append(row)
     return out
 
@@ -251,7 +255,8 @@ def _pm(stat, fmt="{:.4f}") -> str:
 def table(rows: list[dict]) -> str:
     """A markdown table of :func:`summarize`'s rows (with balance columns for GAN runs)."""
     gan = any(r.get("balance_gap") for r in rows)
-    lines = ["| run | settings | seeds | val loss per pass (mean ± std) | PSNR dB per pass | "
+    splits = sorted({r.get("val_split", "test") for r in rows if r["n"]}) or ["validation"]
+    lines = [f"| run | settings | seeds | {' / '.join(splits)} loss per pass (mean ± sample std) | PSNR dB per pass | "
              "SSIM per pass | D acc real / fakes per pass | left plateau at step (per seed) | "
              "seeds ending on plateau |" + (" balance gap: final; last 3 epochs | λ per pass |" if gan else ""),
              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gan else "")]

@@ -305,9 +305,10 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
       step of ``train.ae_stage_epochs``), ``"recon"``, ``"d"``, ``"ae"``
       (the programs specialised to a stage: pretraining and ``phases`` sweeps),
       ``"one-program"`` (the step whose on-device flag picks the stage:
-      ``threshold``, ``alternate``) and ``"eval"`` (test batches, every epoch).
+      ``threshold``, ``alternate``) and ``"eval"`` (validation batches every evaluated
+      epoch, test batches once).
     """
-    n_train = data_lib.images_used(cfg.data.train_examples, available[0])
+    n_train = data_lib.train_used(cfg, available[0])
     n_test = data_lib.images_used(cfg.data.test_examples, available[1])
     spe = steps_per_epoch(cfg, n_train)
     calls: Counter = Counter()
@@ -323,7 +324,10 @@ def report_schedule(cfg: Config, available: tuple[int, int]) -> dict[str, int]:
             calls[name] += spe
     every, last = cfg.train.eval_every_epochs, cfg.train.epochs - 1
     evals = sum((e + 1) % every == 0 or e == last for e in range(first, cfg.train.epochs))
-    calls["eval"] = evals * -(-n_test // cfg.train.batch_size)  # zero-padded last batch
+    batches = lambda n: -(-n // cfg.train.batch_size)  # zero-padded last batch
+    n_val = cfg.data.validation_examples
+    # Every evaluated epoch reads the validation split; the test split is read once, at the end.
+    calls["eval"] = (evals * batches(n_val) + batches(n_test)) if n_val else evals * batches(n_test)
     return dict(calls)
 
 

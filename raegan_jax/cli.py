@@ -64,11 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process 0's address and a free port, the same for every process")
     d.add_argument("--num-processes", type=int, default=None, metavar="N")
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
-    e = sub.add_parser("eval", help="evaluate a trained run at passes 1..N (writes "
-                                    "WORKDIR/eval_passes<N>/eval.json and figures)")
+    e = sub.add_parser("eval", help="evaluate a trained run at passes 1..N, realism judged "
+                                    "(writes WORKDIR/eval_<split>_passes<N>/eval.json and figures)")
     e.add_argument("workdir", help="the run's workdir (its newest checkpoint is evaluated)")
     e.add_argument("--passes", type=int, default=None,
                    help="evaluate passes 1..N (default: the passes it trained; more allowed)")
+    e.add_argument("--split", choices=("test", "val"), default="test",
+                   help="the test split (default) or the run's validation split")
+    e.add_argument("--no-judge", action="store_true",
+                   help="skip the realism judge (a critic trained per pass) and the spectra")
     e.add_argument("--data-dir", default=None, help="folder of the raw data (default: search)")
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("bench", help="time the jitted train steps; `raegan bench --help`")
@@ -100,13 +104,16 @@ def main(argv: list[str] | None = None) -> int:
               " the reasons and measurements: help(raegan_jax.configs.<mnist|cifar10>.<preset>)")
         return 0
     if args.cmd == "eval":
-        from raegan_jax.evaluate import evaluate_run
+        from raegan_jax.evaluate import eval_table, evaluate_run
         try:
-            ev = evaluate_run(args.workdir, args.passes, args.data_dir)
+            ev = evaluate_run(args.workdir, args.passes, args.data_dir, split=args.split,
+                              realism=not args.no_judge, log=lambda msg: print(msg, file=sys.stderr))
         except (ConfigError, DataError, CheckpointError) as e:
             print(f"raegan: error: {e}", file=sys.stderr)
             return 2
-        print(json.dumps({k: ev[k] for k in ("passes", "split", "recon_loss", "psnr")}))
+        print(eval_table(ev))
+        print(json.dumps({k: ev[k] for k in ("passes", "split", "recon_loss", "psnr", "judge_auc")
+                          if k in ev}))
         return 0
     if (args.coordinator_address is None) != (args.num_processes is None) or (
             args.coordinator_address is None) != (args.process_id is None):

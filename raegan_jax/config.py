@@ -82,6 +82,10 @@ class DataConfig:
     dataset: str = "mnist"
     train_examples: int = 0  # 0 = every training image available
     test_examples: int = 0  # 0 = every test image available
+    # The last N training images (file order, every seed alike), held out of training:
+    # the loop evaluates on them and choices are made on them; the test split is read
+    # once, at the end. 0 = none: the test split stands in (as in the report).
+    validation_examples: int = 0
     subset: str = "first"  # "first" N images, or a seeded "sample" of N
     # True: every epoch trains on train_examples images drawn afresh, by the
     # sweep's permutation, from the whole training split (the DataLoader
@@ -402,6 +406,8 @@ def validate(cfg: Config) -> None:
     _check(m.init in ("torch", "flax"), "model.init", f"must be 'torch' or 'flax', got {m.init!r}")
     _check(d.train_examples >= 0, "data.train_examples", f"must be >= 0, got {d.train_examples}")
     _check(d.test_examples >= 0, "data.test_examples", f"must be >= 0, got {d.test_examples}")
+    _check(d.validation_examples >= 0, "data.validation_examples",
+           f"must be >= 0, got {d.validation_examples}")
     _check(d.subset in ("first", "sample"), "data.subset",
            f"must be 'first' or 'sample', got {d.subset!r}")
     _check(d.source in ("auto", "local", "tfds"), "data.source",

@@ -18,6 +18,12 @@ saying where it looked.
 Subsets: ``data.subset = "first"`` takes the first N images of a split in file
 order; ``"sample"`` takes a seeded random N (``train.seed``), kept in file
 order.
+
+Validation: ``data.validation_examples = N`` holds the **last N training images** (file
+order; the same for every seed and preset) out of training. The loop evaluates on them
+(``val/…``) and every choice is made on them; the test split is read once, at the end
+(``test/…``). With N = 0 there is no validation split and the test split stands in for it,
+as in the report (whose "val" is its test split); the run says so.
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ class Dataset:
       available: (train, test) sizes of the full splits on disk.
       source: a short description of where the images came from.
       note: a loud message when fewer images exist than the config asked for.
+      validation: the last ``data.validation_examples`` images of the training split
+        (never in ``train``), or None without a validation split.
     """
 
     train: Split
@@ -80,6 +88,24 @@ class Dataset:
     available: tuple[int, int]
     source: str
     note: str = ""
+    validation: Split | None = None
+
+    @property
+    def val(self) -> Split:
+        """The split choices are made on: the validation split, or the test split
+        standing in for it where there is none."""
+        return self.test if self.validation is None else self.validation
+
+    @property
+    def val_split(self) -> str:
+        """Which split :attr:`val` is: ``"validation"`` or ``"test"``."""
+        return "test" if self.validation is None else "validation"
+
+    def split(self, name: str) -> Split:
+        """The split ``name``: ``"val"`` (as :attr:`val`) or ``"test"``."""
+        if name not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {name!r}")
+        return self.val if name == "val" else self.test
 
 
 # --------------------------------------------------------------------------- raw files
@@ -279,6 +305,26 @@ def images_used(asked: int, available: int) -> int:
     return available if asked <= 0 else min(asked, available)
 
 
+def train_used(cfg: Config, available: int) -> int:
+    """How many training images ``cfg``'s run trains on (each epoch, when resampling)
+    of ``available`` in the training split: :func:`images_used` of what the
+    validation split leaves."""
+    return images_used(cfg.data.train_examples, training_pool(available, cfg.data.validation_examples))
+
+
+def training_pool(available: int, validation: int) -> int:
+    """How many training images remain to train on (the first ones in file order)
+    when the last ``validation`` are held out.
+
+    Raises:
+      DataError: the validation split would leave no image to train on.
+    """
+    if validation >= available:
+        raise DataError(f"data.validation_examples ({validation}) must be below the "
+                        f"{available} images of the training split")
+    return available - validation
+
+
 def _read_source(source, keys: np.ndarray) -> Split:
     """Reads the records ``keys`` (ascending indices) of a tfds data source into memory."""
     images, labels = [], []
@@ -337,7 +383,7 @@ def split_sizes(cfg: Config, data_dir: str | os.PathLike | None = None) -> tuple
 
 
 def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Loads the train and test images the config asks for.
+    """Loads the train, validation and test images the config asks for.
 
     Args:
       cfg: the config (``data.dataset``, ``data.source``, sizes, subset).
@@ -353,21 +399,25 @@ def load(cfg: Config, data_dir: str | os.PathLike | None = None) -> Dataset:
     d = cfg.data
     sources, source = _sources(cfg, data_dir)
     available = (len(sources["train"]), len(sources["test"]))
-    train = _read_source(sources["train"], subset_indices(available[0], d.train_examples,
+    pool = training_pool(available[0], d.validation_examples)
+    train = _read_source(sources["train"], subset_indices(pool, d.train_examples,
                                                           d.subset, cfg.train.seed))
+    validation = None
+    if d.validation_examples:
+        validation = _read_source(sources["train"], np.arange(pool, available[0]))
     test = _read_source(sources["test"], subset_indices(available[1], d.test_examples,
                                                         d.subset, cfg.train.seed + 1))
     expected = IMAGE_SHAPES[d.dataset]
     if train.images.shape[1:] != expected:
         raise DataError(f"{source}: images are {train.images.shape[1:]}, expected {expected}")
     notes = []
-    for name, want, have in (("train", d.train_examples, available[0]),
+    for name, want, have in (("train", d.train_examples, pool),
                              ("test", d.test_examples, available[1])):
         if want > have:
             notes.append(f"{name}: asked for {want} images, only {have} exist; using {have}")
     return Dataset(
         train=train, test=test, available=available, source=source,
-        note="; ".join(notes))
+        note="; ".join(notes), validation=validation)
 
 
 def _standard_builder(dataset: str, data_dir, allow_download: bool, looked: list[str]):

@@ -71,7 +71,8 @@ def reconstruction_grid(originals: np.ndarray, passes: np.ndarray, path: str | p
     return _finish(fig, path, title, suptitle=True)
 
 
-def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "",
+                val_split: str = "validation") -> pathlib.Path:
     """Saves train/validation reconstruction loss per pass over epochs (log y).
 
     Args:
@@ -80,6 +81,7 @@ def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = 
         value per pass; AE-stage epochs train pass 1 alone).
       path: the PNG to write.
       title: figure title.
+      val_split: which split ``val/…`` is (``"validation"``, or ``"test"`` where it stands in).
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -91,7 +93,7 @@ def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = 
         ax.plot(*zip(*train), "-", label=f"train, pass {j + 1}")
         val = [(h["epoch"], h["val/recon_loss"][j]) for h in history if "val/recon_loss" in h]
         if val:
-            ax.plot(*zip(*val), "--", label=f"valid, pass {j + 1}")
+            ax.plot(*zip(*val), "--", label=f"{val_split}, pass {j + 1}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("reconstruction loss")
@@ -100,7 +102,8 @@ def loss_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = 
     return _finish(fig, path, title)
 
 
-def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "",
+               val_split: str = "validation") -> pathlib.Path:
     """Saves D's accuracy on real images and on each pass's fakes over epochs.
 
     The report's goal is that D is fooled half the time at every pass: the
@@ -134,7 +137,7 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
             ax.plot(ev_epochs, [h["val/d_fake_prob"][j] for h in evald], "--", lw=1,
                     color=line.get_color(), label=f"mean P(real), fakes, pass {j + 1}")
     ax.set_ylabel("discriminator accuracy; dashed: D's mean P(real)")
-    ax.set_title("validation, end of epoch" + (" (D's weight average)" if "val/d_fake_acc_live"
+    ax.set_title(f"{val_split} split, end of epoch" + (" (D's weight average)" if "val/d_fake_acc_live"
                                                in evald[0] else ""), fontsize=9)
     groups = [("d_sweep", "D sweep", "-"), ("game_sweep", "game sweep", "--"),
               ("d_learns", "steps D learned", "-"), ("ae_learns", "steps AE learned", "--")]
@@ -168,7 +171,8 @@ def fool_rates(history: Sequence[dict], path: str | pathlib.Path, title: str = "
     return _finish(fig, path, title, suptitle=True)
 
 
-def history_figures(history: Sequence[dict], preset: str, out: pathlib.Path, prefix: str = "") -> None:
+def history_figures(history: Sequence[dict], preset: str, out: pathlib.Path, prefix: str = "",
+                    val_split: str = "validation") -> None:
     """Saves a run's figures drawn from its per-epoch records alone, titled by ``preset``:
     ``<prefix>loss_curves.png`` and, where D was evaluated, ``<prefix>d_accuracy.png``.
 
@@ -177,11 +181,13 @@ def history_figures(history: Sequence[dict], preset: str, out: pathlib.Path, pre
       preset: the run's preset name, for the titles.
       out: the folder to write to.
       prefix: put before each file name (``experiments/figures/`` uses ``<preset>_``).
+      val_split: which split the records' ``val/…`` is (``summary.json``'s ``val_split``).
     """
     out = pathlib.Path(out)
-    loss_curves(history, out / f"{prefix}loss_curves.png", f"{preset} reconstruction loss")
+    loss_curves(history, out / f"{prefix}loss_curves.png", f"{preset} reconstruction loss", val_split)
     if any("val/d_fake_acc" in h for h in history):
-        fool_rates(history, out / f"{prefix}d_accuracy.png", f"{preset}: can the AE fool D at every pass?")
+        fool_rates(history, out / f"{prefix}d_accuracy.png", f"{preset}: can the AE fool D at every pass?",
+                   val_split)
 
 
 def balance_frontier(points: dict[str, tuple], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
@@ -250,19 +256,46 @@ def per_pass(ev: dict, path: str | pathlib.Path, title: str = "") -> pathlib.Pat
     """``raegan eval``'s figure: each metric of ``ev`` (``eval.json``) against the pass,
     the passes the run trained left of the dotted line."""
     plt = _plt()
-    keys = [k for k in ("recon_loss", "psnr", "ssim", "hf_ratio", "d_fake_prob") if k in ev]
+    keys = [k for k in ("recon_loss", "psnr", "ssim", "hf_ratio", "judge_auc", "d_fake_prob")
+            if k in ev]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3))
     passes = np.arange(1, ev["passes"] + 1)
     for ax, k in zip(np.atleast_1d(axes), keys):
-        ax.plot(passes, ev[k], "o-")
+        ax.plot(passes, ev[k], "o-", label="the judge" if k == "judge_auc" else None)
         if k == "d_fake_prob":
             ax.axhline(ev["d_real_prob"], color="gray", lw=1, label="on the reals")
+            ax.legend(fontsize=7)
+        if k == "judge_auc":  # its 95% interval, the game D's AUC beside, chance
+            lo, hi = np.asarray(ev["judge_auc_interval"]).T
+            ax.fill_between(passes, lo, hi, alpha=0.3)
+            if "game_d_auc" in ev:
+                ax.plot(passes, ev["game_d_auc"], "s--", label="the game's D")
+            ax.axhline(0.5, color="gray", ls=":", lw=1, label="chance")
             ax.legend(fontsize=7)
         ax.axvline(ev["trained_passes"] + 0.5, color="k", ls=":", lw=1)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("pass")
         ax.set_title(k, fontsize=9)
     return _finish(fig, path, title, suptitle=True)
+
+
+def spectra(spectrum: dict, path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """The radially averaged power spectrum of the reals and of each pass's reconstructions
+    (``eval.json``'s ``spectrum``), log-log, a quarter of the sampling rate dotted."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.loglog(spectrum["frequency"], spectrum["real"], "k-", lw=2, label="real images")
+    for j, power in enumerate(spectrum["passes"]):
+        ax.loglog(spectrum["frequency"], power, "-", label=f"pass {j + 1}")
+    ax.axvline(0.25, color="gray", ls=":", lw=1)
+    ticks = [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("spatial frequency (cycles per pixel)")
+    ax.set_ylabel("power (radial mean)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _finish(fig, path, title)
 
 
 def run_figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: pathlib.Path) -> None:
@@ -278,7 +311,7 @@ def run_figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir
     title = f"{cfg.preset}: test images (top), reconstructions after {passes}"
     reconstruction_grid(np.asarray(x), outs, workdir / "reconstructions.png", title)
     if history:
-        history_figures(history, cfg.preset, workdir)
+        history_figures(history, cfg.preset, workdir, val_split=ds.val_split)
         if cfg.train.diagnostics:
             diagnostics({cfg.preset: history}, workdir / "diagnostics.png",
                                 f"{cfg.preset}: plateau instruments")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from raegan_jax.config import Config, ConfigError, diff, from_dict
-from raegan_jax.data import images_used
+from raegan_jax.data import train_used
 from raegan_jax.parallel import is_main, log, put_replicated, to_host
 from raegan_jax.stages import STAGE_RECON, ae_stage_config
 from raegan_jax.state import TrainState, carry_opt_state, create_train_state
@@ -150,7 +150,7 @@ def ae_stage_chain(configs, available: dict[str, tuple[int, int]]) -> dict[str, 
         if cfg.model.family != "ae" and not cfg.train.ae_stage_epochs:
             continue
         if cfg.train.ae_stage_epochs:
-            n = images_used(cfg.data.train_examples, available[cfg.data.dataset][0])
+            n = train_used(cfg, available[cfg.data.dataset][0])
             src = [c for c in sources if c.data.dataset == cfg.data.dataset
                    and _ae_epochs(c) >= cfg.train.ae_stage_epochs
                    and not ae_stage_mismatch(c, cfg, n)]

@@ -168,7 +168,9 @@ def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: s
     n_used = min(cfg.data.train_examples, n_train) if resample else n_train
     if n_used < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} exceeds the {n_used} training images")
-    log(f"data: {ds.source}: {n_train} train / {n_test} test images"
+    held = ("no validation split: the test split stands in for it (data.validation_examples=0)"
+            if ds.validation is None else f"{len(ds.validation.images)} validation")
+    log(f"data: {ds.source}: {n_train} train / {held} / {n_test} test images"
         + (f"; each epoch draws {n_used} of them afresh" if resample else ""))
     if ds.note:
         log("!" * 78 + f"\n!! FEWER IMAGES THAN THE PRESET ASKS FOR: {ds.note}\n" + "!" * 78)
@@ -198,7 +200,7 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                                         sharding=sweep_sharded(mesh))
     programs = sweep_programs(cfg, kinds, n_dispatch, spe, mesh)
     compile_s = sum(program.compile(state, batches_like) for program in programs.values())
-    evaluate = Evaluator(cfg, mesh, ds.test.images)
+    evaluate = Evaluator(cfg, mesh, ds.val.images)
     barrier("raegan_compiled")  # every process starts stepping (and collecting) together
     writer = tensorboard_writer(workdir)
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
@@ -266,11 +268,14 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
 
     # The last epoch was just evaluated; a rerun of a finished run evaluates anew.
     final_eval = evals if last else to_host(evaluate(state))
-    summary = run_summary(cfg, ds, history, final_eval, compile_s, time.perf_counter() - t_start, step)
+    # The test split, read once, at the end (the same evaluation where it stands in for val).
+    test_eval = final_eval if ds.validation is None else to_host(Evaluator(cfg, mesh, ds.test.images)(state))
+    summary = run_summary(cfg, ds, history, final_eval, test_eval, compile_s,
+                          time.perf_counter() - t_start, step)
     if is_main():
         run_figures(cfg, state, ds, history, workdir)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-        log(f"summary: {json.dumps({k: summary[k] for k in ('val_recon_loss', 'images_per_sec')})}"
+        log(f"summary: {json.dumps({k: summary[k] for k in ('val_recon_loss', 'test_recon_loss', 'images_per_sec')})}"
             f" -> {workdir / 'summary.json'}")
     return summary
 

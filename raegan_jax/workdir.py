@@ -259,11 +259,14 @@ def tensorboard_writer(workdir: pathlib.Path):
 
 # The summary of a run: summary.json's format.
 
-def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, wall: float,
-            steps: int) -> dict:
+def summary(cfg: Config, ds, history: list[dict], final_eval: dict, test_eval: dict, compile_s,
+            wall: float, steps: int) -> dict:
     """``summary.json``: the run's headline numbers (the final evaluation per pass, D's
     verdicts for GAN families), its data, speed and machine, and the means over its last
-    three evaluated epochs."""
+    three evaluated epochs.
+
+    ``val_…`` are on ``val_split`` (``"validation"``, or ``"test"`` where the run has no
+    validation split); ``test_…`` are the test split's, read once at the end."""
     own = [h["images_per_sec"] for h in history if "copied_from" not in h]
     speeds = own[1:] or own  # the first epoch this run trained is left out, as in any run
     out = {
@@ -272,7 +275,9 @@ def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, w
         "passes": cfg.model.passes,
         "train_examples": len(ds.train.images),
         "resample_train": cfg.data.resample_train,  # then each epoch drew data.train_examples of them
+        "validation_examples": 0 if ds.validation is None else len(ds.validation.images),
         "test_examples": len(ds.test.images),
+        "val_split": ds.val_split,
         "available_examples": list(ds.available),
         "data_source": ds.source,
         "data_note": ds.note,
@@ -283,12 +288,15 @@ def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, w
         "val_psnr": np.asarray(final_eval["psnr"]).tolist(),
         "val_ssim": np.asarray(final_eval["ssim"]).tolist(),
         "val_hf_ratio": hf_ratio(final_eval),
+        **{f"test_{k}": np.asarray(test_eval[k]).tolist() for k in ("recon_loss", "psnr", "ssim")},
+        "test_hf_ratio": hf_ratio(test_eval),
         # Under train.ae_ema the values above are the weight average's; this is the live AE's.
         **({"val_recon_loss_live": np.asarray(final_eval["recon_loss_live"]).tolist()}
            if "recon_loss_live" in final_eval else {}),
-        # What a perfect reconstruction scores on these test images (BCE's floor is
-        # their entropy, not 0): compare val losses across test sets above it.
-        "val_recon_floor": losses.recon_floor(ds.test.images, cfg.train.recon_loss),
+        # What a perfect reconstruction scores on these images (BCE's floor is their
+        # entropy, not 0): compare losses across image sets above it.
+        "val_recon_floor": losses.recon_floor(ds.val.images, cfg.train.recon_loss),
+        "test_recon_floor": losses.recon_floor(ds.test.images, cfg.train.recon_loss),
         "train_recon_loss": train_recon_loss(history[-1]) if history else None,
         # The last epoch's training metrics as logged: per sweep for phases,
         # per step group (where D / the AE learned) for step-wise policies.
@@ -315,6 +323,8 @@ def summary(cfg: Config, ds, history: list[dict], final_eval: dict, compile_s, w
                         "d_real_prob_live": float(final_eval["d_real_prob_live"]),
                         "d_fake_prob_live": np.asarray(final_eval["d_fake_prob_live"]).tolist()}
                        if "d_fake_acc_live" in final_eval else {}),
+                    "test_d_real_prob": float(test_eval["d_real_prob"]),
+                    "test_d_fake_prob": np.asarray(test_eval["d_fake_prob"]).tolist(),
                     "adv_lambda": adv_lambda(history[-1]) if history else None,
                     "stage_policy": cfg.gan.stage_policy,
                     "adv_weight_mode": cfg.gan.adv_weight_mode})

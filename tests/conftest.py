@@ -140,5 +140,7 @@ def tiny_cifar(tmp_path_factory):
 TINY = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_dim": 4,
         "model.disc_widths": "16,8", "train.batch_size": 32, "data.train_examples": 128,
         "data.test_examples": 40, "data.resample_train": False, "train.warmup_steps": 0,
+        # the last 32 training images are the validation split (the presets hold out thousands)
+        "data.validation_examples": 32,
         # mnist_aegan pretrains its AE for 20 epochs: the tiny runs play the game from epoch 1
         "gan.ae_pretrain_epochs": 0}

@@ -13,25 +13,27 @@ from conftest import TINY
 
 def test_report_schedule_counts_what_each_preset_runs():
     mnist, cifar = (60000, 10000), (8068, 1017)
-    # 20 reconstruction-only epochs, then 180 of the game; 7,000 images a epoch (54 steps).
+    # 20 reconstruction-only epochs, then 180 of the game; 7,000 images a epoch (54 steps);
+    # every epoch evaluates the 5,000 validation images (40 batches), the end the 2,000 test ones.
     assert bench.report_schedule(rj.get_preset("mnist_aegan"), mnist) == {
-        "recon": 20 * 54, "one-program": 180 * 54, "eval": 200 * 16}  # 2,000 test images
-    assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 5}
-    # the report's phases: every epoch three specialised sweeps; the offline 8,068 images
-    # at the preset's batch 32 (32 test batches: 1,017 images, the last one padded)
+        "recon": 20 * 54, "one-program": 180 * 54, "eval": 200 * 40 + 16}
+    assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 40 + 5}
+    # the report's phases: every epoch three specialised sweeps; the offline 8,068 images less
+    # the 1,000 validation ones at the preset's batch 32 (220 steps); 32 validation batches an
+    # evaluated epoch, 32 test batches once (1,017 images, the last batch padded)
     phases = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
                                              "train.ae_stage_epochs": 0,
                                              "train.eval_every_epochs": 4})
-    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 252, "d": 20 * 252,
-                                                    "ae": 20 * 252, "eval": 5 * 32}
+    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 220, "d": 20 * 220,
+                                                    "ae": 20 * 220, "eval": 5 * 32 + 32}
     at128 = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
                                             "train.ae_stage_epochs": 0,
                                             "train.eval_every_epochs": 4, "train.batch_size": 128})
-    assert bench.report_schedule(at128, cifar) == {"recon": 20 * 63, "d": 20 * 63, "ae": 20 * 63,
-                                                   "eval": 5 * 8}
+    assert bench.report_schedule(at128, cifar) == {"recon": 20 * 55, "d": 20 * 55, "ae": 20 * 55,
+                                                   "eval": 5 * 8 + 8}
     # fewer images on disk than the preset asks for: the run takes what exists
     # (and cifar10_rae's AE stage runs the plain AE's program: 120 of its 150 epochs)
-    calls = bench.report_schedule(rj.get_preset("cifar10_rae"), (1000, 100))  # batch 32
+    calls = bench.report_schedule(rj.get_preset("cifar10_rae"), (2000, 100))  # batch 32, 1,000 held out
     assert (calls["ae_stage"], calls["-"]) == (120 * 31, 30 * 31)
 
 
@@ -45,7 +47,7 @@ def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     all_six = list(rj.PRESETS)
     offline = {"mnist": (60000, 10000), "cifar10": (8068, 1017)}
     # Offline, the GAN presets ask for 20,000 images and cifar10_rae for 10,000: both take the
-    # 8,068 there are, so the GAN presets start from cifar10_rae's AE stage. cifar10_ae trains
+    # 7,068 there are besides the validation split, so the GAN presets start from cifar10_rae's AE stage. cifar10_ae trains
     # at batch 16, not the stage's 32: no source.
     every = {"cifar10_aegan": "cifar10_rae", "cifar10_raegan": "cifar10_rae"}
     assert chain(all_six, offline) == every
@@ -69,7 +71,7 @@ def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     assert chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
     # A chained run's schedule skips the stage's training and its evaluations.
     chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
-    assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 252, "eval": 30 * 32}
+    assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 220, "eval": 30 * 32 + 32}
 
 
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
@@ -82,7 +84,7 @@ def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
     by = {r["stage"]: r for r in rows}
     progs = ("ae_stage", "recon", "one-program", "eval")
     assert set(by) == {*progs, "total"}
-    assert [by[k]["calls"] for k in progs] == [3, 3, 6, 8]
+    assert [by[k]["calls"] for k in progs] == [3, 3, 6, 4 * 1 + 2]  # 32 validation images, 40 test
     for r in (by[k] for k in progs):
         assert r["ms_per_step"] > 0 and r["minutes"] == pytest.approx(r["calls"] * r["ms_per_step"] / 6e4)
     parts = sum(by[k]["minutes"] for k in progs)

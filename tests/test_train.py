@@ -305,7 +305,7 @@ def test_val_spread_reproduces_the_runs_val_loss(tiny_mnist, ae_run):
     wd, summary = ae_run
     _, loss = vs.per_image_loss(wd, str(tiny_mnist))
     assert loss.shape == (64,)  # every test image, not only the run's 40
-    np.testing.assert_allclose(loss[:40].mean(), summary["val_recon_loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(loss[:40].mean(), summary["test_recon_loss"][0], rtol=1e-5)
     s = vs.spread(loss, 16, draws=50)
     np.testing.assert_allclose(s["blocks"], loss[:64].reshape(4, 16).mean(axis=1))
     assert s["first_n"] == s["blocks"][0] and s["random_min"] <= s["random_mean"] <= s["random_max"]
@@ -452,12 +452,13 @@ def test_sweep_table_sets_the_live_networks_beside_their_weight_averages(tmp_pat
     ema, plain = sweep.summarize(spec, tmp_path)
     np.testing.assert_allclose(ema["val_recon_loss"][0], [0.015])
     np.testing.assert_allclose(ema["val_recon_loss_live"][0], [0.014])
-    np.testing.assert_allclose(ema["val_recon_loss_live"][1], [0.002])  # std over the seeds
+    np.testing.assert_allclose(ema["val_recon_loss_live"][1], [0.002 * 2 ** 0.5])  # sample std
     assert plain["val_recon_loss_live"] is None
     lines = sweep.table([ema, plain]).splitlines()
-    assert "0.0150 ± 0.0050 (live AE: 0.0140 ± 0.0020)" in lines[2]
-    assert ("0.60 ± 0.10 / 0.50 ± 0.10; mean P(real) 0.55 ± 0.05 / 0.50 ± 0.10 "
-            "(live D: 0.50 ± 0.40 / 0.50 ± 0.50)") in lines[2]
+    assert "0.0150 ± 0.0071 (live AE: 0.0140 ± 0.0028)" in lines[2]
+    assert ("0.60 ± 0.14 / 0.50 ± 0.14; mean P(real) 0.55 ± 0.07 / 0.50 ± 0.14 "
+            "(live D: 0.50 ± 0.57 / 0.50 ± 0.71)") in lines[2]
+    assert "test loss per pass (mean ± sample std)" in lines[0]  # runs without a validation split
     assert "mean P(real)" not in lines[3]  # runs from before it was logged
     assert "0.10 ± 0.00; – (live D: 0.50 ± 0.00; –)" in lines[2]
     assert "live AE" not in lines[3] and "live D" not in lines[3]
@@ -483,7 +484,7 @@ def test_make_results_tabulates_the_runs_and_redraws_their_figures(tmp_path, cap
                                   "images_per_sec": 100.0})
     mr.main(runs, tmp_path / "figs")
     rows = {r.split(" |")[0][3:-1]: r for r in capsys.readouterr().out.splitlines()[2:]}
-    assert f"| {summary['val_recon_loss'][0]:.4f} |" in rows["mnist_ae"]
+    assert f"| {summary['test_recon_loss'][0]:.4f} |" in rows["mnist_ae"]
     assert "| 0.0100 |" in rows["mnist_aegan"] and "| 0.50 / 0.40 |" in rows["mnist_aegan"]
     assert "not run" in rows["cifar10_raegan"] and len(rows) == 6
     figs = tmp_path / "figs"
@@ -511,13 +512,13 @@ def test_d_separation_reproduces_the_runs_d_accuracies(tmp_path, tiny_mnist, ae_
                                     "gan.d_ema": 0.9})
     summary = train_and_evaluate(cfg, tmp_path / "w", data_dir=str(tiny_mnist), progress=False)
     _, real_l, fake_l, probes = ds.d_scores(tmp_path / "w", str(tiny_mnist), cues=True)
-    assert real_l.shape == (40,) and fake_l.shape == (2, 40)  # the run's 40 test images
+    assert real_l.shape == (32,) and fake_l.shape == (2, 32)  # the run's 32 validation images
     _, real_tr, fake_tr, _ = ds.d_scores(tmp_path / "w", str(tiny_mnist), split="train")
     assert real_tr.shape == (128,) and fake_tr.shape == (2, 128)  # its 128 training images
-    assert not np.allclose(real_tr[:40], real_l)
+    assert not np.allclose(real_tr[:32], real_l)
     assert set(probes) == set(ds.cue_images(np.zeros((1, 8, 8, 1), np.float32),
                                             np.zeros((1, 8, 8, 1), np.float32)))
-    assert all(p[0].shape == (40,) and np.isfinite(p[1]) for p in probes.values())
+    assert all(p[0].shape == (32,) and np.isfinite(p[1]) for p in probes.values())
     flat = np.full((2, 8, 8, 3), 0.7, np.float32)  # reflect padding: no dark borders
     np.testing.assert_allclose(np.asarray(ds.blur(flat, 1.5)), flat, rtol=1e-5)
     x = np.asarray(jax.random.uniform(jax.random.key(1), (2, 8, 8, 3)))

@@ -82,7 +82,7 @@ def jitter(workdir: pathlib.Path, d_lrs: list[float | None], updates: int = 100,
     rng = np.random.default_rng(seed)
     batches = [ds.train.images[rng.choice(len(ds.train.images), bs, replace=False)]
                for _ in range(updates)]
-    x_probe = jnp.asarray(ds.test.images[:probe], jnp.float32) / 255.0
+    x_probe = jnp.asarray(ds.val.images[:probe], jnp.float32) / 255.0
     out = {}
     for lr, eps, b1 in itertools.product(d_lrs, d_eps, d_b1):
         asked = {k: v for k, v in (("d_lr", lr), ("d_eps", eps), ("d_b1", b1)) if v is not None}

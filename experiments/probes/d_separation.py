@@ -91,7 +91,7 @@ def load_gan_run(workdir: pathlib.Path) -> tuple[dict, Config, TrainState]:
 
 
 def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 512,
-             cues: bool = False, split: str = "test", live: bool = False
+             cues: bool = False, split: str = "val", live: bool = False
              ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """D's logits on the run's validation images and on every pass's reconstructions.
 
@@ -100,7 +100,8 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
       data_dir: where the raw data is (default: the run's own lookup).
       batch: images per forward pass.
       cues: also score the probes of :func:`cue_images`.
-      split: "test" (the run's validation images) or "train" (its training images).
+      split: "val" (the run's validation images, what it evaluated every epoch: its test
+        images where it has no validation split), "test" or "train" (its training images).
       live: score with the live D where the run keeps D's weight average (``gan.d_ema``),
         whose scores are the default (the D the run evaluates).
 
@@ -113,7 +114,8 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
       ValueError: the run is not of a GAN family.
     """
     cfg_d, cfg, state = load_gan_run(workdir)
-    test = getattr(data.load(cfg, data_dir), split).images
+    ds = data.load(cfg, data_dir)
+    test = ds.train.images if split == "train" else ds.split(split).images
     b = bind(cfg)
 
     @jax.jit

@@ -37,7 +37,7 @@ def run(src: str, steps: int, evals: list[int]) -> dict:
     mesh = make_mesh(batch_size=cfg.train.batch_size)
     spe = len(ds.train.images) // cfg.train.batch_size
     program = make_multi_step(cfg, 1, steps_per_epoch=spe, mesh=mesh)
-    evaluate = Evaluator(cfg, mesh, ds.test.images)
+    evaluate = Evaluator(cfg, mesh, ds.val.images)  # the split the run itself evaluated
     perm = np.asarray(epoch_permutation(cfg.train.seed, 0, len(ds.train.images)))
     batches = sweep_batches(ds.train.images, perm, spe, cfg.train.batch_size, mesh)
     out = {}

@@ -1,4 +1,4 @@
-"""How much a run's validation loss depends on which test images are drawn.
+"""How much a run's test loss depends on which test images are drawn.
 
 The report evaluates MNIST on 600 test images without saying which. This script
 takes trained runs, computes each test image's reconstruction loss (pass 1) over
