@@ -1,6 +1,7 @@
 """Builds the report-rerun table of experiments/RESULTS.md from finished runs.
 
 Usage: python experiments/make_results.py [RUNS_DIR]   (default ./runs)
+       python experiments/make_results.py judge [RUNS_DIR]   (the judged runs' table and figure)
 
 ``RUNS_DIR/<preset>`` is the run of ``bash experiments/run_report.sh RUNS_DIR`` (seed 0);
 ``RUNS_DIR/<preset>_seed<S>`` are further seeds (``SEED=S``, same script, other workdir).
@@ -8,6 +9,12 @@ Prints one markdown row per preset (mean ± std over the seeds found) and puts t
 run's figures in experiments/figures/: its reconstructions copied (they need the trained
 model), its loss curves and D's accuracies redrawn from its ``metrics.jsonl`` by the
 current figure code (so a change of layout reaches runs made before it).
+
+``judge`` tables what ``raegan eval`` wrote for each run (its ``eval_test_passes<N>/`` with
+the most passes): per preset and pass, the test loss, PSNR, SSIM, high-frequency ratio, the
+judge's AUC and the game D's AUC over the seeds, and draws the perception–distortion plane
+(``experiments/figures/perception_distortion.png``: PSNR against the judge's AUC, one point
+per preset and pass).
 """
 
 import json
@@ -50,7 +57,7 @@ def main(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
           "SSIM per pass | D acc real / fakes per pass (val) | report | wall (seed 0) | img/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, (rep_epochs, rep_data, rep_loss) in REPORT.items():
-        dirs = [runs / preset] + sorted(runs.glob(f"{preset}_seed*"))
+        dirs = preset_runs(runs, preset)
         summ = [json.loads((d / "summary.json").read_text()) for d in dirs if (d / "summary.json").exists()]
         if not summ:
             print(f"| `{preset}` | 0 | – | – / {rep_epochs} | not run | | | | {rep_loss} | | |")
@@ -81,5 +88,46 @@ def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
                                 val_split=summ.get("val_split", "test"))
 
 
+def preset_runs(runs: pathlib.Path, preset: str) -> list[pathlib.Path]:
+    """The runs of ``preset`` under ``runs``: ``<preset>`` (seed 0) and ``<preset>_seed<S>``."""
+    return [d for d in [runs / preset] + sorted(runs.glob(f"{preset}_seed*")) if d.is_dir()]
+
+
+def evaluations(run: pathlib.Path) -> dict | None:
+    """The run's ``raegan eval`` on the test split with the most passes (None if none)."""
+    found = [json.loads(p.read_text()) for p in run.glob("eval_test_passes*/eval.json")]
+    found = [e for e in found if "judge_auc" in e]
+    return max(found, key=lambda e: e["passes"]) if found else None
+
+
+def judge(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
+    """Prints the judged runs' table (mean ± sample std over seeds, per pass) and draws the
+    perception–distortion plane."""
+    figs = figs or pathlib.Path(__file__).parent / "figures"
+    figs.mkdir(exist_ok=True)
+    print("| preset | seeds | pass | test loss | PSNR dB | SSIM | HF ratio | judge AUC | game D AUC |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    points = {}
+    for preset in REPORT:
+        evs = [e for e in map(evaluations, preset_runs(runs, preset)) if e]
+        if not evs:
+            continue
+        passes = min(e["passes"] for e in evs)
+        for j in range(passes):
+            col = lambda k, fmt: _pm([e[k][j] for e in evs], fmt) if all(k in e for e in evs) else "–"  # noqa: E731
+            trained = " (trained)" if j < evs[0]["trained_passes"] else ""
+            print(f"| `{preset}` | {len(evs)} | {j + 1}{trained} | {col('recon_loss', '{:.4f}')} | "
+                  f"{col('psnr', '{:.2f}')} | {col('ssim', '{:.3f}')} | {col('hf_ratio', '{:.3f}')} | "
+                  f"{col('judge_auc', '{:.4f}')} | {col('game_d_auc', '{:.3f}')} |")
+        points[preset] = [(float(np.mean([e["psnr"][j] for e in evs])),
+                           float(np.mean([e["judge_auc"][j] for e in evs]))) for j in range(passes)]
+    if points:
+        figures.perception_distortion(points, figs / "perception_distortion.png",
+                                      "test split: PSNR against the judge's AUC, every pass")
+
+
 if __name__ == "__main__":
-    main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs"))
+    if sys.argv[1:2] == ["judge"]:
+        judge(pathlib.Path(sys.argv[2] if len(sys.argv) > 2 else "runs"))
+    else:
+        main(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs"))

@@ -298,6 +298,33 @@ def spectra(spectrum: dict, path: str | pathlib.Path, title: str = "") -> pathli
     return _finish(fig, path, title)
 
 
+def perception_distortion(points: dict[str, list[tuple[float, float]]], path: str | pathlib.Path,
+                          title: str = "") -> pathlib.Path:
+    """The perception–distortion plane (Blau & Michaeli, 2018): PSNR (distortion, better to
+    the right) against the judge's AUC (perception, better down to 0.5), one line of points
+    per run name, its passes in order, pass 1 marked.
+
+    Args:
+      points: name -> [(PSNR dB, judge AUC) per pass].
+      path: the PNG to write.
+      title: figure title.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, pts in points.items():
+        x, y = zip(*pts)
+        line, = ax.plot(x, y, "o-", ms=4, label=name)
+        ax.plot(x[0], y[0], "o", ms=9, mfc="none", color=line.get_color())
+        for j, (px, py) in enumerate(pts):
+            ax.annotate(str(j + 1), (px, py), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.5, color="gray", ls=":", lw=1, label="chance: indistinguishable")
+    ax.set_xlabel("PSNR dB (distortion: better to the right)")
+    ax.set_ylabel("judge's AUC (perception: better down to 0.5)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, title)
+
+
 def run_figures(cfg: Config, state: TrainState, ds, history: list[dict], workdir: pathlib.Path) -> None:
     """The figures a run draws at its end: reconstructions of the first test images at
     every pass (``state``'s evaluated weights) and, from its records, the loss curves and

@@ -493,6 +493,27 @@ def test_make_results_tabulates_the_runs_and_redraws_their_figures(tmp_path, cap
     assert (figs / "mnist_ae_reconstructions.png").read_bytes() == (wd / "reconstructions.png").read_bytes()
 
 
+def test_make_results_tables_the_judged_runs_over_seeds(tmp_path, capsys):
+    """``make_results.py judge``: per preset and pass, means ± sample std over the seeds of
+    what ``raegan eval`` wrote (its test-split evaluation with the most passes), and the
+    perception–distortion figure."""
+    mr = _experiment_script("make_results")
+    runs = tmp_path / "runs"
+    for seed, auc in ((0, [0.9, 0.95]), (1, [0.7, 0.85])):
+        for passes, shift in ((2, 0.0), (1, 0.5)):  # the 2-pass evaluation is the one read
+            ev = {"passes": passes, "trained_passes": 1, "recon_loss": [0.01, 0.02][:passes],
+                  "psnr": [20.0, 18.0][:passes], "ssim": [0.8, 0.7][:passes],
+                  "hf_ratio": [0.5, 0.4][:passes], "judge_auc": [a - shift for a in auc][:passes]}
+            out = runs / f"mnist_ae_seed{seed}" / f"eval_test_passes{passes}"
+            out.mkdir(parents=True)
+            _write(out / "eval.json", ev)
+    mr.judge(runs, tmp_path / "figs")
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 2 and rows[0].startswith("| `mnist_ae` | 2 | 1 (trained) | 0.0100 ± 0.0000 |")
+    assert "| 0.8000 ± 0.1414 | – |" in rows[0] and "| 0.9000 ± 0.0707 | – |" in rows[1]
+    assert (tmp_path / "figs" / "perception_distortion.png").exists()
+
+
 def _write(path: pathlib.Path, obj) -> pathlib.Path:
     path.write_text(json.dumps(obj))
     return path
