@@ -203,6 +203,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
     evaluate = Evaluator(cfg, mesh, ds.val.images)
     barrier("raegan_compiled")  # every process starts stepping (and collecting) together
     writer = tensorboard_writer(workdir)
+    if writer is not None:  # which split TensorBoard's val/… is
+        writer.add_text("val_split", f"val/… is the {ds.val_split} split ({len(ds.val.images)} images)")
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
     stop = _StopRequests()
     dispatches = 0

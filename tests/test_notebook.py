@@ -68,3 +68,7 @@ def test_notebook_runs_on_cpu_and_plays_the_game(tmp_path, tiny_cifar):
     for name in ("loss_curves.png", "d_accuracy.png"):
         assert matplotlib.image.imread(work / name).std() > 0  # drawn, not blank
     assert "| jax | mnist | ae |" in proc.stdout
+    # the judge: passes 1..5 of the run (3 trained), each with its AUC, the game D's beside
+    ev = json.loads((work / "eval_test_passes5" / "eval.json").read_text())
+    assert ev["trained_passes"] == 3 and len(ev["judge_auc"]) == len(ev["game_d_auc"]) == 5
+    assert all(0 <= a <= 1 for a in ev["judge_auc"]) and "| 5 | " in proc.stdout

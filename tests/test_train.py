@@ -58,7 +58,11 @@ def test_run_leaves_everything_behind(tmp_path, tiny_mnist):
     for name in ("config.json", "metrics.jsonl", "summary.json", "reconstructions.png",
                  "loss_curves.png", "d_accuracy.png"):
         assert (w / name).is_file(), name
-    assert list((w / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((w / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and b"val/... is the validation split (32 images)" in events[0].read_bytes().replace(
+        "…".encode(), b"...")  # TensorBoard says which split val/… is
+    # The validation split is evaluated every epoch, the test split once, at the end.
+    assert summary["val_split"] == "validation" and summary["test_recon_loss"] != summary["val_recon_loss"]
     # Checkpoints are named by the global step (4 steps per epoch here).
     assert sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8]
     recs = read_metrics(w)

@@ -58,8 +58,9 @@ def describe(name: str) -> str:
     """A preset in a few lines: what it trains, the report's number, every departure."""
     cfg = PRESETS[name]
     head = (f"{name}: {cfg.model.family}, {cfg.data.dataset}, passes={cfg.model.passes}, "
-            f"epochs={cfg.train.epochs}, train/test={cfg.data.train_examples}/"
-            f"{cfg.data.test_examples}, loss={cfg.train.recon_loss}; report: {RESULTS[name]}")
+            f"epochs={cfg.train.epochs}, train/validation/test={cfg.data.train_examples}/"
+            f"{cfg.data.validation_examples}/{cfg.data.test_examples}, "
+            f"loss={cfg.train.recon_loss}; report: {RESULTS[name]}")
     rows = [f"    {path}: {_show(a)} -> {_show(b)}" for path, a, b in departures(name)]
     return "\n".join([head, "  departs from the report in:" if rows else "  as the report",
                       *rows])
