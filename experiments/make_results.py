@@ -14,7 +14,7 @@ current figure code (so a change of layout reaches runs made before it).
 the most passes): per preset and pass, the test loss, PSNR, SSIM, high-frequency ratio, the
 judge's AUC and the game D's AUC over the seeds, and draws the perception–distortion plane
 (``experiments/figures/perception_distortion.png``: PSNR against the judge's AUC, one point
-per preset and pass).
+per CIFAR-10 preset and pass).
 """
 
 import json
@@ -119,8 +119,9 @@ def judge(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
             print(f"| `{preset}` | {len(evs)} | {j + 1}{trained} | {col('recon_loss', '{:.4f}')} | "
                   f"{col('psnr', '{:.2f}')} | {col('ssim', '{:.3f}')} | {col('hf_ratio', '{:.3f}')} | "
                   f"{col('judge_auc', '{:.4f}')} | {col('game_d_auc', '{:.3f}')} |")
-        points[preset] = [(float(np.mean([e["psnr"][j] for e in evs])),
-                           float(np.mean([e["judge_auc"][j] for e in evs]))) for j in range(passes)]
+        if preset.startswith("cifar10"):  # one plane, one dataset's PSNR scale
+            points[preset] = [(float(np.mean([e["psnr"][j] for e in evs])),
+                               float(np.mean([e["judge_auc"][j] for e in evs]))) for j in range(passes)]
     if points:
         figures.perception_distortion(points, figs / "perception_distortion.png",
                                       "test split: PSNR against the judge's AUC, every pass")

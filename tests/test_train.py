@@ -508,12 +508,12 @@ def test_make_results_tables_the_judged_runs_over_seeds(tmp_path, capsys):
             ev = {"passes": passes, "trained_passes": 1, "recon_loss": [0.01, 0.02][:passes],
                   "psnr": [20.0, 18.0][:passes], "ssim": [0.8, 0.7][:passes],
                   "hf_ratio": [0.5, 0.4][:passes], "judge_auc": [a - shift for a in auc][:passes]}
-            out = runs / f"mnist_ae_seed{seed}" / f"eval_test_passes{passes}"
+            out = runs / f"cifar10_ae_seed{seed}" / f"eval_test_passes{passes}"
             out.mkdir(parents=True)
             _write(out / "eval.json", ev)
     mr.judge(runs, tmp_path / "figs")
     rows = capsys.readouterr().out.splitlines()[2:]
-    assert len(rows) == 2 and rows[0].startswith("| `mnist_ae` | 2 | 1 (trained) | 0.0100 ± 0.0000 |")
+    assert len(rows) == 2 and rows[0].startswith("| `cifar10_ae` | 2 | 1 (trained) | 0.0100 ± 0.0000 |")
     assert "| 0.8000 ± 0.1414 | – |" in rows[0] and "| 0.9000 ± 0.0707 | – |" in rows[1]
     assert (tmp_path / "figs" / "perception_distortion.png").exists()
 
