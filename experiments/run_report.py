@@ -6,11 +6,14 @@ Each preset trains in ``RUNS_DIR/<preset>`` (its output in ``RUNS_DIR/<preset>.l
 rerunning resumes unfinished runs from their checkpoints and skips finished ones.
 Environment: ``SEED=S`` trains seed S (default 0); ``EPOCHS_<preset>=N`` overrides a
 preset's epochs; ``JOBS=N`` trains N presets at a time (``PIN_CPUS=1``: each on its share of
-the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself.
+the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself; ``EVAL_PASSES=N`` judges each
+finished run with ``raegan eval RUNS_DIR/<preset> --passes N`` (its output in
+``RUNS_DIR/<preset>.eval.log``; ``python experiments/make_results.py judge RUNS_DIR`` tables
+them).
 
 **The AE stage is trained once.** ``cifar10_rae``, ``cifar10_aegan`` and ``cifar10_raegan``
 begin with the same AE stage (``train.ae_stage_epochs``: 120 epochs of the plain AE at batch
-32), update for update, on the offline 8,068 images (the full CIFAR-10 gives the GAN presets
+32), update for update, on the offline 7,068 training images (the full CIFAR-10 gives the GAN presets
 other images than ``cifar10_rae``; ``cifar10_ae`` trains at batch 16, so its run is not that
 stage: :func:`raegan_jax.runs.ae_stage_chain` decides). ``cifar10_rae`` keeps the
 checkpoint of that epoch (``train.keep_epochs``) and the GAN presets start from it
@@ -179,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = [Job(p, lambda p=p: command(p, runs, chain, stage, env), runs / f"{p}.log", ready(p))
             for p in todo]
+    if env.get("EVAL_PASSES"):  # each run judged once it has ended (after any run still to start)
+        jobs += [Job(f"{p}:eval", lambda p=p: ["raegan", "eval", str(runs / p), "--passes",
+                                                env["EVAL_PASSES"]],
+                     runs / f"{p}.eval.log", lambda ended, p=p: p in ended) for p in todo]
     wrap = (lambda i, cmd: ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd) if groups else None
     start = time.time()
     outcome = run_jobs(jobs, jobs_at_once, poll_s=POLL_S, wrap=wrap, on_start=started,
                        on_end=finished)
-    left = [p for p in presets if p in outcome.not_run]
+    left = [name for name in presets + [f"{p}:eval" for p in presets] if name in outcome.not_run]
     print(f"whole report: {time.time() - start:.0f} s"
           + (f"; FAILED: {' '.join(outcome.failed)}" if outcome.failed else "")
           + (f"; not run: {' '.join(left)}" if left else ""), flush=True)

@@ -106,6 +106,11 @@ def test_report_names_an_unknown_preset_at_once(capsys):
 FAKE_RAEGAN = """#!{python}
 import json, os, pathlib, signal, sys, time
 args = sys.argv[1:]
+if args[0] == "eval":  # raegan eval WORKDIR --passes N: the run must have ended first
+    print("ARGS", " ".join(args), flush=True)
+    done = [l.split()[1] for l in (pathlib.Path(args[1]).parent / "timeline").read_text().splitlines()
+            if l.startswith("end ")]
+    sys.exit(0 if pathlib.Path(args[1]).name in done else 4)
 sets = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--set")
 wd = pathlib.Path(args[args.index("--workdir") + 1])
 wd.mkdir(parents=True, exist_ok=True)
@@ -198,6 +203,17 @@ def test_run_report_sh_chains_the_ae_stages_to_cifar10_rae(tmp_path):
     order = [l.split()[1] for l in out.splitlines() if l.startswith("=== ")]
     assert order == ["cifar10_rae", "cifar10_ae", "cifar10_raegan", "mnist_aegan", "cifar10_aegan",
                      "mnist_ae"]
+
+
+def test_run_report_judges_each_run_once_it_has_ended(tmp_path):
+    """EVAL_PASSES=N: every preset's run, once ended, gets `raegan eval RUN --passes N`."""
+    proc, out, calls = _run_report(tmp_path, JOBS="2", EVAL_PASSES="10")
+    assert proc.returncode == 0, out
+    evals = {name[:-len(":eval")]: cmd for name, cmd in calls.items() if name.endswith(":eval")}
+    assert sorted(evals) == sorted(p for p in calls if not p.endswith(":eval")) and len(evals) == 6
+    runs = tmp_path / "runs"
+    assert evals["cifar10_rae"] == f"raegan eval {runs / 'cifar10_rae'} --passes 10"
+    assert "cifar10_rae:eval: ok" in out
     assert "taskset" not in out
     alone = _run_report(tmp_path / "alone", SHARE_AE_STAGE="0", JOBS="2")[2]  # unpinned
     assert not any("taskset" in c for c in alone.values())
