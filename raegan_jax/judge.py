@@ -15,8 +15,8 @@ against their reconstructions and scored on held-out reals against theirs:
 
 The recipe was fixed before any model was judged, and calibrated on real images only
 (``tests/test_judge.py``): reals against other reals give 0.5 ± 0.05, reals against the same
-reals blurred at σ = 1 px give ≥ 0.9 (``experiments/notes/2026-12-07-validation-and-judge.md`` has the
-calibration at the full recipe). Reconstructions are quantised to 8 bits, as a saved image
+reals blurred at σ = 1 px give ≥ 0.9 (the calibration at the full recipe:
+``experiments/notes/2026-12-07-validation-and-judge.md``). Reconstructions are quantised to 8 bits, as a saved image
 is, so the critic cannot key on quantisation alone.
 
 Can it be gamed? A generator trained against this critic could fool it and no other; the
