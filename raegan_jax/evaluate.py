@@ -50,18 +50,24 @@ def at_passes(cfg: Config, passes: int) -> Config:
     return apply_overrides(cfg, {"model.family": family, "model.passes": passes})
 
 
-def reconstructions(cfg: Config, params, images: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Every pass's reconstruction of ``images`` (uint8 [N, H, W, C]) as 8-bit images
-    [passes, N, H, W, C], in chunks of ``chunk`` (one compiled program: the last is padded)."""
+def reconstructions(cfg: Config, params, *image_sets: np.ndarray, chunk: int = 512
+                    ) -> list[np.ndarray]:
+    """Every pass's reconstruction of each of ``image_sets`` (uint8 [N, H, W, C]) as 8-bit
+    images [passes, N, H, W, C], in chunks of ``chunk``: one program compiled for all (the
+    last chunk of a set is padded)."""
     b = bind(cfg)
     run = jax.jit(lambda p, x: judge.quantise(to_images(ae_logits(b, p, x.astype(jnp.float32) / 255.0))))
-    out = []
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk]
-        pad = chunk - len(x)
-        y = run(params, np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.uint8)]) if pad else x)
-        out.append(np.asarray(y)[:, :len(x)])
-    return np.concatenate(out, axis=1)
+
+    def one(images):
+        out = []
+        for i in range(0, len(images), chunk):
+            x = images[i:i + chunk]
+            pad = chunk - len(x)
+            y = run(params, np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.uint8)]) if pad else x)
+            out.append(np.asarray(y)[:, :len(x)])
+        return np.concatenate(out, axis=1)
+
+    return [one(images) for images in image_sets]
 
 
 def game_d_auc(cfg: Config, d_params, reals: np.ndarray, fakes: np.ndarray) -> list[float]:
@@ -137,8 +143,7 @@ def _realism(cfg: Config, state, train_images: np.ndarray, images: np.ndarray, s
     scored on ``images`` against theirs), the game D's AUC and the power spectra."""
     params = eval_params(state)
     t0 = time.perf_counter()
-    fakes_train = reconstructions(cfg, params, train_images)
-    fakes = reconstructions(cfg, params, images)
+    fakes_train, fakes = reconstructions(cfg, params, train_images, images)
     out: dict = {"judge_recipe": dataclasses.asdict(judge.RECIPE),
                  "judge_train_examples": len(train_images),
                  "judge_auc": [], "judge_auc_interval": [], "judge_auc_seeds": []}

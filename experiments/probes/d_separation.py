@@ -37,9 +37,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import rankdata
 
-from raegan_jax import data
+from raegan_jax import data, judge
 from raegan_jax.config import Config
 from raegan_jax.models import to_images
 from raegan_jax.runs import load_run
@@ -140,11 +139,9 @@ def d_scores(workdir: pathlib.Path, data_dir: str | None = None, batch: int = 51
 
 
 def auc(real: np.ndarray, fake: np.ndarray) -> float:
-    """P(real score > fake score) + P(equal) / 2 over all (real, fake) pairs
-    (the Mann-Whitney U statistic over n_real * n_fake)."""
-    ranks = rankdata(np.concatenate([real, fake]))  # ties get their mean rank
-    n_r, n_f = len(real), len(fake)
-    return float((ranks[:n_r].sum() - n_r * (n_r + 1) / 2) / (n_r * n_f))
+    """P(real score > fake score) + P(equal) / 2 over all (real, fake) pairs: the judge's
+    rank AUC (:func:`raegan_jax.judge.auc`), on D's logits."""
+    return float(judge.auc(real, fake))
 
 
 def separation(real: np.ndarray, fake: np.ndarray) -> dict:
