@@ -10,7 +10,7 @@ study spec in ``experiments/specs/`` or a probe, reproducibly):
 
 - implementation choices that compute the same function: ``model.unroll``,
   ``model.batch_chunks``, ``model.decoder_impl``, ``gan.stage_impl``,
-  ``train.steps_per_dispatch``;
+  ``train.steps_per_dispatch``, ``train.seeds_impl``; ``train.seeds`` (many seeds in one program);
 - logging and keeping: ``train.eval_every_epochs``, ``checkpoint_every_epochs``,
   ``keep_checkpoints``, ``keep_epochs``, ``num_figure_images``, ``diagnostics``;
 - warm starts (``raegan_jax.runs``): ``train.init_from``, ``init_from_d``,
@@ -163,6 +163,17 @@ class TrainConfig:
     # (raegan_jax/diagnostics.py); costs one extra AE forward/backward per step.
     diagnostics: bool = False
     seed: int = 0
+    # Many seeds in one program (raegan_jax/seeds.py): these seeds train side by side,
+    # one compiled step over a train state with a leading seed axis; seed k's records,
+    # figures, summary and final checkpoint go to <workdir>/seed<k>, a table over them
+    # to <workdir>/summary.json. Seed k ends as the single run with train.seed=k does.
+    # () = one run of train.seed.
+    seeds: tuple[int, ...] = ()
+    # How the seeds share the program: "vmap" (one batched program: on an accelerator
+    # many small steps fill the chip), "unroll" (the single step written once per seed:
+    # XLA:CPU runs vmap's grouped convolutions several times slower), "auto" = "unroll"
+    # on CPU, "vmap" elsewhere.
+    seeds_impl: str = "auto"
     recon_loss: str = "mse"  # "mse" | "bce"
     rae_objective: str = "cycle"  # "cycle" | "sum" | "last"
     steps_per_dispatch: int = 1  # train steps fused into one lax.scan call
@@ -447,6 +458,16 @@ def validate(cfg: Config) -> None:
                "needs an AE stage to stand in for (train.ae_stage_epochs > 0)")
         _check(not t.init_from, "train.ae_stage_from",
                f"and train.init_from ({t.init_from}) both say where the run starts; set one")
+    if t.seeds:
+        _check(len(set(t.seeds)) == len(t.seeds) and min(t.seeds) >= 0, "train.seeds",
+               f"must be distinct seeds >= 0, got {t.seeds}")
+        _check(t.seed == 0, "train.seed",
+               f"({t.seed}) and train.seeds ({t.seeds}) both name the seed; set one")
+        warm = [f"train.{f}" for f in ("init_from", "ae_stage_from") if getattr(t, f)]
+        _check(not warm, "train.seeds",
+               f"cannot yet start from another run ({', '.join(warm)}): train the seeds one by one")
+    _check(t.seeds_impl in ("auto", "vmap", "unroll"), "train.seeds_impl",
+           f"must be 'auto', 'vmap' or 'unroll', got {t.seeds_impl!r}")
     _check(all(e >= 1 for e in t.keep_epochs), "train.keep_epochs",
            f"must be epochs >= 1, got {t.keep_epochs}")
     if t.ae_stage_epochs:

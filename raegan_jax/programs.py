@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from raegan_jax import seeds as seeds_lib
 from raegan_jax.config import Config
 from raegan_jax.parallel import (DATA_AXIS, batch_sharded, check_batch_divides, make_mesh,
                                  put_batch, put_global, replicated)
@@ -159,7 +160,9 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
     Returns:
       A :class:`TrainStep` called as ``state, sums = fn(state, batches)``
       with ``batches`` uint8 [steps_per_epoch, B, H, W, C] split over the
-      mesh along B. ``sums`` holds metric sums over the steps run, ``count``
+      mesh along B. For a many-seed ``cfg`` (``train.seeds``) the state, the
+      batches ([S, steps_per_epoch, B, ...]) and the sums have a leading seed
+      axis (:func:`~raegan_jax.seeds.over_seeds`). ``sums`` holds metric sums over the steps run, ``count``
       (steps run), ``nonfinite_step`` (first step whose loss was NaN/Inf, or
       -1) and, for the one-program GAN step, ``stage_switches`` (steps after
       which the stage flag changed) and per-group sums (:func:`split_by_group`).
@@ -210,14 +213,16 @@ def make_multi_step(cfg: Config, num_steps: int, *, steps_per_epoch: int,
         return state, acc
 
     rep = replicated(mesh)
-    jitted = jax.jit(run, in_shardings=(rep, sweep_sharded(mesh)), out_shardings=(rep, rep),
+    seeded = seeds_lib.many(cfg)
+    jitted = jax.jit(seeds_lib.over_seeds(run, cfg),
+                     in_shardings=(rep, sweep_sharded(mesh, seeded)), out_shardings=(rep, rep),
                      donate_argnums=0)
     return TrainStep(jitted, mesh, check_batch=False)
 
 
-def sweep_sharded(mesh: Mesh) -> NamedSharding:
-    """[steps, B, ...] batches of a sweep, B split over the mesh."""
-    return NamedSharding(mesh, P(None, DATA_AXIS))
+def sweep_sharded(mesh: Mesh, seeded: bool = False) -> NamedSharding:
+    """[steps, B, ...] batches of a sweep (``seeded``: [S, steps, B, ...]), B split over the mesh."""
+    return NamedSharding(mesh, P(*(None,) * seeded, None, DATA_AXIS))
 
 
 def sweep_batches(images: np.ndarray, perm: np.ndarray, steps: int, batch_size: int,
@@ -230,14 +235,24 @@ def sweep_batches(images: np.ndarray, perm: np.ndarray, steps: int, batch_size: 
 
     Args:
       images: uint8 [N, H, W, C] host images (the same on every process).
-      perm: int [>= steps * batch_size] this sweep's order (:func:`epoch_permutation`).
+      perm: int [>= steps * batch_size] this sweep's order (:func:`epoch_permutation`),
+        or [S, ...] one order per seed of a many-seed run (then the batches are
+        [S, steps, B, ...]).
       steps: steps in the sweep.
       batch_size: the global batch size.
       mesh: the device mesh.
     """
-    idx = np.asarray(perm)[:steps * batch_size].reshape(steps, batch_size)
-    return put_global((*idx.shape, *images.shape[1:]), sweep_sharded(mesh),
-                      lambda index: images[idx[index[:2]]])
+    perm = np.asarray(perm)
+    lead = perm.shape[:-1]
+    idx = perm[..., :steps * batch_size].reshape(*lead, steps, batch_size)
+    return put_global((*idx.shape, *images.shape[1:]), sweep_sharded(mesh, bool(lead)),
+                      lambda index: images[idx[index[:idx.ndim]]])
+
+
+def sweep_order(cfg: Config, sweep: int, n: int) -> np.ndarray:
+    """The data order of ``sweep``: [n] for a run, [S, n] (one per seed) for a many-seed run."""
+    perms = [np.asarray(epoch_permutation(s, sweep, n)) for s in seeds_lib.seeds_of(cfg)]
+    return np.stack(perms) if seeds_lib.many(cfg) else perms[0]
 
 
 @functools.partial(jax.jit, static_argnums=2)  # one dispatch per sweep, compiled once
@@ -275,9 +290,11 @@ def start_sweep(cfg: Config, state: TrainState, sweep) -> TrainState:
     """The state at the start of ``sweep`` (a :class:`~raegan_jax.stages.Sweep`): its fixed
     stage on the flag, and the AE's Adam restarted where the sweep says so (the first
     sweep after the AE stage)."""
-    if sweep.stage is not None:
-        state = state.replace(stage=jnp.int32(sweep.stage))
-    return restart_ae_optimizer(cfg, state) if sweep.restart_ae_optimizer else state
+    if sweep.stage is not None:  # every seed's flag, in a many-seed run
+        state = state.replace(stage=jnp.full_like(state.stage, sweep.stage))
+    if sweep.restart_ae_optimizer:
+        state = seeds_lib.map_state(cfg, functools.partial(restart_ae_optimizer, cfg), state)
+    return state
 
 
 def sweep_programs(cfg: Config, kinds: set, n_dispatch: int, steps_per_epoch: int, mesh: Mesh

@@ -18,6 +18,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
+from raegan_jax import seeds as seeds_lib
 from raegan_jax.checkpoint import Checkpointer, CheckpointError, load_checkpoint
 from raegan_jax.config import Config, ConfigError, diff, from_dict
 from raegan_jax.data import train_used
@@ -35,7 +36,8 @@ RESUMABLE = {"train.epochs", "train.eval_every_epochs", "train.checkpoint_every_
              "train.keep_checkpoints", "train.num_figure_images", "train.steps_per_dispatch",
              "data.data_dir", "model.decoder_impl", "gan.stage_impl", "model.unroll",
              "model.batch_chunks", "train.diagnostics", "train.init_from", "train.init_from_d",
-             "train.init_from_state", "train.ae_stage_from", "train.keep_epochs"}
+             "train.init_from_state", "train.ae_stage_from", "train.keep_epochs",
+             "train.seeds_impl"}
 
 
 # What a branch's source must share with it (train.init_from_state): the fields that
@@ -237,7 +239,7 @@ def start(cfg: Config, ckpt: Checkpointer, mesh, spe: int, n_train: int
       a signal interrupted (its finished sweeps' and current sweep's metric
       sums, seconds spent), or None.
     """
-    state = put_replicated(create_train_state(cfg, jax.random.key(cfg.train.seed)), mesh)
+    state = put_replicated(seeds_lib.initial_state(cfg, create_train_state), mesh)
 
     def check_meta(path: pathlib.Path, meta: dict) -> None:
         try:
@@ -261,7 +263,7 @@ def start(cfg: Config, ckpt: Checkpointer, mesh, spe: int, n_train: int
     step, state, meta = found
     partial = meta.get("partial")
     where = f"epoch {meta['epoch'] + 1}, mid-epoch" if partial else f"epoch {meta['epoch']}"
-    log(f"resuming from checkpoint {ckpt.path(step)} ({where}, step {int(to_host(state.step))})")
+    log(f"resuming from checkpoint {ckpt.path(step)} ({where}, step {seeds_lib.step_of(state)})")
     if partial:
         partial = {"sweeps": [(n, decode_sums(s)) for n, s in partial["sweeps"]],
                    "current": None if partial["current"] is None else decode_sums(partial["current"]),

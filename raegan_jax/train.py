@@ -35,11 +35,12 @@ from jax.experimental import multihost_utils
 
 from raegan_jax import data as data_lib
 from raegan_jax import runs
+from raegan_jax import seeds as seeds_lib
 from raegan_jax.config import Config, ConfigError, validate
 from raegan_jax.figures import run_figures
 from raegan_jax.parallel import (barrier, check_batch_divides, is_main, log, make_mesh,
                                  put_replicated, to_host)
-from raegan_jax.programs import (Evaluator, epoch_permutation, start_sweep, sweep_batches,
+from raegan_jax.programs import (Evaluator, start_sweep, sweep_batches, sweep_order,
                                  sweep_programs, sweep_sharded)
 from raegan_jax.stages import Sweep, sweep_plan
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, encode_sums, epoch_line,
@@ -176,6 +177,10 @@ def _train(cfg: Config, workdir: pathlib.Path, mesh, resuming: bool, data_dir: s
         log("!" * 78 + f"\n!! FEWER IMAGES THAN THE PRESET ASKS FOR: {ds.note}\n" + "!" * 78)
     if not resuming and is_main():
         (workdir / "config.json").write_text(cfg.to_json())
+    if is_main() and seeds_lib.many(cfg):  # each seed's folder: its own run's config
+        for mcfg, mdir in seeds_lib.members(cfg, workdir):
+            mdir.mkdir(exist_ok=True)
+            (mdir / "config.json").write_text(mcfg.to_json())
     bs = cfg.train.batch_size
     spe = n_used // bs  # drop_remainder
     ckpt = runs.checkpointer(cfg, workdir, spe)
@@ -189,26 +194,32 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
           progress: bool, t_start: float) -> dict:
     bs, n_train = cfg.train.batch_size, len(ds.train.images)
     state, start_epoch, partial = runs.start(cfg, ckpt, mesh, spe, n_train)
-    history = read_history(workdir, start_epoch, rewrite=is_main())
-    step = int(to_host(state.step))  # tracked on the host from here: no device syncs
+    # The run itself, or each seed of a many-seed run (train.seeds): its config and
+    # the workdir of its records, figures and summary.
+    members = seeds_lib.members(cfg, workdir)
+    histories = [read_history(d, start_epoch, rewrite=is_main()) for _, d in members]
+    step = seeds_lib.step_of(state)  # tracked on the host from here: no device syncs
 
     # One program per kind of sweep the remaining epochs run, each compiled ahead
     # of time, so every step, the first included, is timed alike.
     n_dispatch = min(cfg.train.steps_per_dispatch, spe)
     kinds = {sw.program for e in range(start_epoch, cfg.train.epochs) for sw in sweep_plan(cfg, e)}
-    batches_like = jax.ShapeDtypeStruct((spe, bs, *ds.train.images.shape[1:]), np.uint8,
-                                        sharding=sweep_sharded(mesh))
+    seeded = seeds_lib.many(cfg)
+    batches_like = jax.ShapeDtypeStruct(
+        (*(len(members),) * seeded, spe, bs, *ds.train.images.shape[1:]), np.uint8,
+        sharding=sweep_sharded(mesh, seeded))
     programs = sweep_programs(cfg, kinds, n_dispatch, spe, mesh)
     compile_s = sum(program.compile(state, batches_like) for program in programs.values())
     evaluate = Evaluator(cfg, mesh, ds.val.images)
     barrier("raegan_compiled")  # every process starts stepping (and collecting) together
-    writer = tensorboard_writer(workdir)
-    if writer is not None:  # which split TensorBoard's val/… is
-        writer.add_text("val_split", f"val/… is the {ds.val_split} split ({len(ds.val.images)} images)")
+    writers = [tensorboard_writer(d) for _, d in members]
+    for writer in writers:
+        if writer is not None:  # which split TensorBoard's val/… is
+            writer.add_text("val_split", f"val/… is the {ds.val_split} split ({len(ds.val.images)} images)")
     bar = _progress(progress, cfg.train.epochs, start_epoch, cfg.preset)
     stop = _StopRequests()
     dispatches = 0
-    evals, last = None, False
+    evals, last = [None] * len(members), False
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             plan = sweep_plan(cfg, epoch)
@@ -223,8 +234,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 if pos == 0:
                     state = start_sweep(cfg, state, sweep)
                 program = programs[sweep.program]
-                perm = np.asarray(epoch_permutation(cfg.train.seed, step // spe, n_train))
-                batches = sweep_batches(ds.train.images, perm, spe, bs, mesh)
+                batches = sweep_batches(ds.train.images, sweep_order(cfg, step // spe, n_train),
+                                        spe, bs, mesh)
                 while pos < spe:
                     if stop.requested(dispatches):
                         raise _preempt(cfg, ckpt, state, step, epoch, done, (sweep, sums),
@@ -237,45 +248,73 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 done.append((sweep.name, sums))
             sweeps = to_host(done)  # metrics leave the device once per epoch
             seconds = time.perf_counter() - t0
-            bad = [int(s["nonfinite_step"]) for _, s in sweeps if int(s["nonfinite_step"]) >= 0]
-            if bad:
-                raise TrainingDiverged(
-                    f"the loss became NaN/Inf at step {bad[0]} (epoch {epoch + 1}); "
-                    f"stopped; the last good checkpoint is kept in {ckpt.directory}")
+            mine = [[(n, seeds_lib.member_of(cfg, s, k)) for n, s in sweeps]
+                    for k in range(len(members))]
+            for (mcfg, _), sw in zip(members, mine):
+                bad = [int(s["nonfinite_step"]) for _, s in sw if int(s["nonfinite_step"]) >= 0]
+                if bad:
+                    who = f" (seed {mcfg.train.seed})" if seeded else ""
+                    raise TrainingDiverged(
+                        f"the loss became NaN/Inf at step {bad[0]} (epoch {epoch + 1}){who}; "
+                        f"stopped; the last good checkpoint is kept in {ckpt.directory}")
             last = epoch + 1 == cfg.train.epochs
-            evals = None
-            if (epoch + 1) % cfg.train.eval_every_epochs == 0 or last:
-                evals = to_host(evaluate(state))
-            rec = epoch_record(epoch + 1, sweeps, evals, seconds, bs)
-            if epoch == start_epoch:
-                rec["compile_seconds"] = compile_s
-            history.append(rec)
-            # The record first: a kill between the two leaves a record past the newest
-            # checkpoint, which the rerun drops and redoes (never a checkpoint without it).
-            if is_main():
-                append_record(workdir, rec, writer)
+            evaluated = (epoch + 1) % cfg.train.eval_every_epochs == 0 or last
+            lines = []
+            for k, ((mcfg, mdir), writer) in enumerate(zip(members, writers)):
+                evals[k] = to_host(evaluate(seeds_lib.member_of(cfg, state, k))) if evaluated else None
+                rec = epoch_record(epoch + 1, mine[k], evals[k], seconds, bs)
+                if epoch == start_epoch:
+                    rec["compile_seconds"] = compile_s
+                histories[k].append(rec)
+                # The record first: a kill between the two leaves a record past the newest
+                # checkpoint, which the rerun drops and redoes (never a checkpoint without it).
+                if is_main():
+                    append_record(mdir, rec, writer)
+                lines.append((f"seed {mcfg.train.seed}: " if seeded else "") + epoch_line(rec))
             if (epoch + 1) % cfg.train.checkpoint_every_epochs == 0 or last:
                 ckpt.save(step, state, {"config": cfg.to_dict(), "epoch": epoch + 1, "step": step})
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(epoch_line(rec))
-            else:  # no bar (--no-progress or not a terminal): one line per epoch
-                log(f"epoch {epoch + 1}/{cfg.train.epochs} {epoch_line(rec)}")
+                bar.set_postfix_str(lines[0])
+            else:  # no bar (--no-progress or not a terminal): one line per epoch (and seed)
+                for line in lines:
+                    log(f"epoch {epoch + 1}/{cfg.train.epochs} {line}")
     finally:
         stop.restore()
         if bar is not None:
             bar.close()
-        if writer is not None:
-            writer.close()
+        for writer in writers:
+            if writer is not None:
+                writer.close()
+    return _finish(cfg, workdir, mesh, ds, state, members, histories, evals if last else None,
+                   evaluate, compile_s, t_start, step)
 
-    # The last epoch was just evaluated; a rerun of a finished run evaluates anew.
-    final_eval = evals if last else to_host(evaluate(state))
-    # The test split, read once, at the end (the same evaluation where it stands in for val).
-    test_eval = final_eval if ds.validation is None else to_host(Evaluator(cfg, mesh, ds.test.images)(state))
-    summary = run_summary(cfg, ds, history, final_eval, test_eval, compile_s,
-                          time.perf_counter() - t_start, step)
+
+def _finish(cfg: Config, workdir: pathlib.Path, mesh, ds, state: TrainState, members: list,
+            histories: list, evals: list | None, evaluate: Evaluator, compile_s: float,
+            t_start: float, step: int) -> dict:
+    """Each member's final evaluation, test split (read once, here), figures and summary;
+    a many-seed run also saves each seed's final state in its folder (a run that
+    ``raegan eval`` and warm starts read) and writes the table over the seeds."""
+    # The last epoch was just evaluated (``evals``); a rerun of a finished run evaluates anew.
+    test = None if ds.validation is None else Evaluator(cfg, mesh, ds.test.images)
+    summaries = {}
+    for k, (mcfg, mdir) in enumerate(members):
+        mstate = seeds_lib.member_of(cfg, state, k)
+        final_eval = evals[k] if evals is not None else to_host(evaluate(mstate))
+        # The test split where it stands in for val is the same evaluation.
+        test_eval = final_eval if test is None else to_host(test(mstate))
+        summ = run_summary(mcfg, ds, histories[k], final_eval, test_eval, compile_s,
+                           time.perf_counter() - t_start, step)
+        summaries[mcfg.train.seed] = summ
+        if seeds_lib.many(cfg):
+            seeds_lib.save_member(mcfg, mdir, mstate, step)
+        if is_main():
+            run_figures(mcfg, mstate, ds, histories[k], mdir)
+            (mdir / "summary.json").write_text(json.dumps(summ, indent=2))
+    summary = (seeds_lib.table(cfg, summaries, compile_s, time.perf_counter() - t_start)
+               if seeds_lib.many(cfg) else summaries[cfg.train.seed])
     if is_main():
-        run_figures(cfg, state, ds, history, workdir)
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
         log(f"summary: {json.dumps({k: summary[k] for k in ('val_recon_loss', 'test_recon_loss', 'images_per_sec')})}"
             f" -> {workdir / 'summary.json'}")

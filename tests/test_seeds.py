@@ -1,0 +1,119 @@
+"""Many seeds in one program (train.seeds, raegan_jax/seeds.py): each seed of a many-seed run
+is the single run of that seed, for every family, also when a signal stops it mid-epoch."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+import raegan_jax as rj
+from raegan_jax import seeds
+from raegan_jax.runs import load_run
+from raegan_jax.train import train_and_evaluate
+from test_train import cfg_for, read_metrics, strip_timing
+
+# 2 epochs of 3 steps; the recursive families with 2 passes; aegan's stage flag driven by the
+# threshold rule on device, raegan's D and AE both learning every step.
+FAMILIES = {"ae": ("mnist_ae", {}), "rae": ("mnist_ae", {"model.family": "rae", "model.passes": 2}),
+            "aegan": ("mnist_aegan", {}),
+            "raegan": ("mnist_aegan", {"model.family": "raegan", "model.passes": 2,
+                                       "gan.stage_policy": "alternate"})}
+SHORT = {"train.epochs": 2, "data.train_examples": 96}
+TOL = {"rtol": 2e-5, "atol": 2e-6}
+
+
+def assert_same_records(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(strip_timing(a), strip_timing(b)):
+        assert x.keys() == y.keys()
+        for k in x:
+            # The high-frequency share of a near-constant output is a ratio of tiny powers.
+            tol = {"rtol": 1e-2} if "hf_ratio" in k else TOL
+            np.testing.assert_allclose(np.asarray(x[k], np.float64), np.asarray(y[k], np.float64),
+                                       **tol, err_msg=k)
+
+
+def assert_same_params(run, ref):
+    """Within what float rounding can do, which is a lot on these tiny runs' plateau.
+
+    The seeds' program is compiled as a whole, so its float rounding differs from the
+    single run's; Adam divides each gradient by its running RMS, so where a weight's true
+    gradient is near zero (these tiny models sit on the mean-image plateau for their 6
+    steps) rounding residue of either sign becomes a step of up to lr either way (measured,
+    rae: 21% of weights more than 1e-5 apart, the largest 0.01 at lr 5e-3). So the weights
+    are held to the bound two runs' steps allow (a wrong seed starts elsewhere: the members'
+    initial states are compared exactly in test_members_start_as_their_single_runs), and
+    the records, compared to 2e-5, are what a wrong batch or update fails: every epoch's
+    training and validation losses are in them."""
+    leaves = lambda r: np.concatenate([np.ravel(np.asarray(l, np.float64))  # noqa: E731
+                                       for l in jax.tree.leaves((r.state.ae_params, r.state.d_params))])
+    t = ref.config.train
+    assert np.abs(leaves(run) - leaves(ref)).max() <= 2 * int(ref.state.step) * max(t.ae_lr, t.d_lr)
+
+
+def test_members_start_as_their_single_runs():
+    cfg = cfg_for("mnist_aegan", **{"train.seeds": "3,1", "train.ae_ema": 0.9})
+    state = seeds.initial_state(cfg, rj.create_train_state)
+    for k, s in enumerate((3, 1)):
+        single = rj.create_train_state(seeds.member_config(cfg, s), jax.random.key(s))
+        for x, y in zip(jax.tree.leaves(seeds.member(state, k)), jax.tree.leaves(single), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(jax.tree.leaves(seeds.member(state, 0).ae_params)[0],
+                              jax.tree.leaves(seeds.member(state, 1).ae_params)[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_seed_is_its_single_run(tmp_path, tiny_mnist, family, monkeypatch):
+    preset, over = FAMILIES[family]
+    run = lambda wd, **kw: train_and_evaluate(cfg_for(preset, **SHORT, **over, **kw), tmp_path / wd,  # noqa: E731
+                                              data_dir=str(tiny_mnist), progress=False)
+    single = run("single", **{"train.seed": 1})
+    if family == "raegan":  # a SIGTERM mid-epoch: the rerun resumes the seeds' stacked state
+        import raegan_jax.train as tr
+        real_add, calls = tr._add_sums, []
+
+        def add_sums_then_signal(a, b):
+            calls.append(1)
+            if len(calls) == 1:  # after the 2nd of epoch 1's 3 steps
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_add(a, b)
+
+        monkeypatch.setattr(tr, "_add_sums", add_sums_then_signal)
+        with pytest.raises(rj.Preempted, match=r"at step 2 \(epoch 1\)"):
+            run("many", **{"train.seeds": "0,1"})
+        monkeypatch.setattr(tr, "_add_sums", real_add)
+    many = run("many", **{"train.seeds": "0,1"})
+
+    member = tmp_path / "many" / "seed1"
+    assert_same_records(read_metrics(member), read_metrics(tmp_path / "single"))
+    got, want = load_run(member), load_run(tmp_path / "single")
+    assert got.config == want.config  # the folder is a run of seed 1's own config
+    assert_same_params(got, want)
+    mine = json.loads((member / "summary.json").read_text())
+    np.testing.assert_allclose(mine["test_recon_loss"], single["test_recon_loss"], **TOL)
+    assert (member / "reconstructions.png").exists() and (member / "loss_curves.png").exists()
+
+    # The table over the seeds: means and sample standard deviations of each seed's numbers.
+    other = json.loads((tmp_path / "many" / "seed0" / "summary.json").read_text())
+    both = np.asarray([other["val_recon_loss"], mine["val_recon_loss"]])
+    assert many["seeds"] == [0, 1] and many["per_seed"]["1"]["val_recon_loss"] == mine["val_recon_loss"]
+    np.testing.assert_allclose(many["val_recon_loss"], both.mean(0))
+    np.testing.assert_allclose(many["val_recon_loss_std"], both.std(0, ddof=1))
+    assert not np.allclose(both[0], both[1])  # the seeds differ: each had its own start and data
+    assert many["images_per_sec"] == pytest.approx(2 * mine["images_per_sec"])
+
+
+def test_vmapped_seeds_equal_unrolled_ones(tmp_path, tiny_mnist):
+    """The batched program (the accelerator's form) computes what the unrolled one does."""
+    preset, over = FAMILIES["raegan"]
+    for impl in ("vmap", "unroll"):
+        train_and_evaluate(cfg_for(preset, **SHORT, **over, **{"train.seeds": "0,1",
+                                                               "train.seeds_impl": impl}),
+                           tmp_path / impl, data_dir=str(tiny_mnist), progress=False)
+    for seed in (0, 1):
+        assert_same_records(read_metrics(tmp_path / "vmap" / f"seed{seed}"),
+                            read_metrics(tmp_path / "unroll" / f"seed{seed}"))
+    assert_same_params(load_run(tmp_path / "vmap" / "seed1"), load_run(tmp_path / "unroll" / "seed1"))
