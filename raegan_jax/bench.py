@@ -19,6 +19,7 @@ its schedule calls (and the eval step), timed, times how often it calls them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -37,6 +38,7 @@ import numpy as np
 from raegan_jax.config import Config
 from raegan_jax.configs import PRESETS, get_preset
 from raegan_jax import data as data_lib
+from raegan_jax import seeds as seeds_lib
 from raegan_jax.parallel import replicated
 from raegan_jax.state import create_train_state
 from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step, sweep_batches
@@ -245,6 +247,62 @@ def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int,
     return rows
 
 
+class SweepRunner:
+    """The loop's program (:func:`make_multi_step`, one step a call) for ``cfg``, a many-seed
+    ``cfg`` included: each :meth:`once` is one step of every seed, on device-resident batches."""
+
+    def __init__(self, cfg: Config, steps: int = 8):
+        self.seeds = len(cfg.train.seeds) or 1
+        fn = make_multi_step(cfg, 1, steps_per_epoch=steps)
+        shape = _images(cfg, 1).shape[1:]
+        data = np.random.default_rng(0).integers(0, 256, (steps * cfg.train.batch_size, *shape),
+                                                 dtype=np.uint8)
+        order = np.arange(len(data))
+        self.batches = sweep_batches(data, np.stack([order] * self.seeds) if cfg.train.seeds
+                                     else order, steps, cfg.train.batch_size, fn.mesh)
+        self.state = seeds_lib.initial_state(cfg, create_train_state)
+        self.fn = fn
+        self.compile_s = fn.compile(self.state, self.batches)
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.state, m = self.fn(self.state, self.batches)
+        jax.block_until_ready((self.state, m))
+        return time.perf_counter() - t
+
+
+def bench_seeds(datasets, families, batch: int, passes: int, n_seeds: int, repeats: int,
+                warmup: int, overrides=None, impls=("unroll", "vmap"),
+                log: Callable[[str], None] = print) -> list[dict]:
+    """Images a second, summed over the seeds, of ``n_seeds`` seeds in one program (each of
+    ``impls``) against one seed's program (what ``n_seeds`` single runs one after another
+    reach), the loop's own program, their steps interleaved. GAN families play
+    ``alternate`` (a D and an AE update every step)."""
+    rows = []
+    for dataset in datasets:
+        for family in families:
+            over = {**({"gan.stage_policy": "alternate"} if family in ("aegan", "raegan") else {}),
+                    **(overrides or {})}
+            cfg = bench_config(dataset, family, passes if family in ("rae", "raegan") else 1, batch, over)
+            runners = {"1 seed": SweepRunner(cfg)}
+            for impl in impls:
+                many = dataclasses.replace(cfg, train=dataclasses.replace(
+                    cfg.train, seeds=tuple(range(n_seeds)), seeds_impl=impl))
+                runners[f"{n_seeds} seeds, {impl}"] = SweepRunner(many)
+            times = interleaved(runners, repeats, warmup)
+            base = None
+            msg = f"{dataset:8s} {family:7s} B={batch}"
+            for name, r in runners.items():
+                row = _row(name, cfg, times[name], r.compile_s, {"seeds": r.seeds})
+                row["images_per_sec"] *= r.seeds  # summed over the seeds
+                base = base or row["images_per_sec"]
+                row["speedup_vs_one_seed"] = row["images_per_sec"] / base
+                rows.append(row)
+                msg += f" | {name} {row['images_per_sec']:7.0f} img/s x{row['speedup_vs_one_seed']:.2f}"
+            log(msg)
+    return rows
+
+
 def bench_adaptive(datasets, families, batch: int, passes: int, repeats: int, warmup: int,
                    overrides=None, log: Callable[[str], None] = print) -> list[dict]:
     """The AE-stage step with a fixed adversarial weight vs the adaptive λ (shared, per pass),
@@ -443,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-compile", action="store_true", help="also torch.compile")
     p.add_argument("--multi-step", type=int, default=0, metavar="N",
                    help="also time N steps per dispatch vs one (first dataset/family/batch)")
+    p.add_argument("--seeds", type=int, default=0, metavar="N",
+                   help="only time N seeds in one program (unrolled and vmapped) against one seed's "
+                        "(images/s summed over the seeds; first batch size and passes)")
     p.add_argument("--adaptive", action="store_true",
                    help="only time the AE step with the fixed vs the adaptive adversarial weight")
     p.add_argument("--report", nargs="?", const=",".join(PRESETS), default=None, metavar="PRESETS",
@@ -465,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--report: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
         rows = bench_report(split(args.report), args.repeats, args.warmup, overrides,
                             chained=args.chain)
+    elif args.seeds:
+        rows = bench_seeds(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
+                           int(split(args.passes)[0]), args.seeds, args.repeats, args.warmup, overrides)
     elif args.adaptive:
         rows = bench_adaptive(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
                               int(split(args.passes)[0]), args.repeats, args.warmup, overrides)

@@ -13,6 +13,7 @@ import raegan_jax as rj
 from raegan_jax import seeds
 from raegan_jax.runs import load_run
 from raegan_jax.train import train_and_evaluate
+from conftest import TINY
 from test_train import cfg_for, read_metrics, strip_timing
 
 # 2 epochs of 3 steps; the recursive families with 2 passes; aegan's stage flag driven by the
@@ -117,3 +118,19 @@ def test_vmapped_seeds_equal_unrolled_ones(tmp_path, tiny_mnist):
         assert_same_records(read_metrics(tmp_path / "vmap" / f"seed{seed}"),
                             read_metrics(tmp_path / "unroll" / f"seed{seed}"))
     assert_same_params(load_run(tmp_path / "vmap" / "seed1"), load_run(tmp_path / "unroll" / "seed1"))
+
+
+def test_bench_times_many_seeds_against_one(tmp_path):
+    """`raegan bench --seeds N`: a row per program, images/s summed over the seeds, and the
+    seeds' program steps every seed (its state moves N members along)."""
+    from raegan_jax import bench
+    over = {k: v for k, v in TINY.items() if k.startswith("model.")}
+    rows = bench.bench_seeds(["mnist"], ["ae"], 16, 1, 3, repeats=2, warmup=1, overrides=over,
+                             log=lambda m: None)
+    assert [r["impl"] for r in rows] == ["1 seed", "3 seeds, unroll", "3 seeds, vmap"]
+    assert [r["seeds"] for r in rows] == [1, 3, 3] and rows[0]["speedup_vs_one_seed"] == 1.0
+    for r in rows:
+        assert r["images_per_sec"] == pytest.approx(r["seeds"] * 16 / (r["ms_per_step"] / 1e3))
+    runner = bench.SweepRunner(bench.bench_config("mnist", "aegan", 1, 16, {**over, "train.seeds": "0,1"}))
+    runner.once()
+    assert np.asarray(runner.state.step).tolist() == [1, 1]
