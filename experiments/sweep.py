@@ -1,6 +1,6 @@
 """Runs a set of `raegan train` runs over seeds, in parallel, and tabulates them.
 
-    python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--seeds N ...] [--set K=V]
+    python experiments/sweep.py run SPEC.json --runs DIR [--jobs N] [--only NAME ...] [--seeds N ...] [--set K=V] [--together]
     python experiments/sweep.py table SPEC.json --runs DIR [--json OUT.json]
     python experiments/sweep.py seeds SPEC.json --runs DIR [--last 20]
     python experiments/sweep.py frontier SPEC.json --runs DIR --out FIG.png
@@ -8,7 +8,10 @@
 SPEC is a JSON list of runs: ``{"name": "rae_lr1e-3", "preset": "cifar10_rae",
 "set": {"train.ae_lr": 1e-3, "train.epochs": 20}, "seeds": [0, 1, 2]}``. Each
 seed trains in ``DIR/<name>/seed<S>`` (``--set train.seed=S``), its output in
-``DIR/<name>/seed<S>.log``. Rerunning resumes unfinished runs and skips
+``DIR/<name>/seed<S>.log``. With ``--together`` the seeds of each run that starts from
+no other run train in one process, one program (``train.seeds``, ``raegan_jax/seeds.py``):
+``DIR/<name>`` holds that run, each seed's folder ``DIR/<name>/seed<S>`` as before, the
+output ``DIR/<name>.log``. Rerunning resumes unfinished runs and skips
 finished ones (``raegan train`` resumes from its checkpoints). A run may name
 ``"init_from": "<other name>"``: it starts from that run's final checkpoint of
 the same seed, and waits for it. A run may name ``"branch_from": {"name": "<other
@@ -50,10 +53,13 @@ from raegan_jax.workdir import read_records, train_recon_loss
 PLATEAU_EXIT = {"bce": 0.67, "mse": 0.05}
 
 
-def _cmd(entry: dict, seed: int, workdir: pathlib.Path, runs: pathlib.Path,
+def _cmd(entry: dict, seed: int | None, workdir: pathlib.Path, runs: pathlib.Path,
          extra: list[str]) -> list[str]:
+    """The ``raegan train`` command of ``entry``'s run of ``seed`` (None: the seeds ``extra``'s
+    ``train.seeds`` names, for an entry that starts from no other run)."""
     cmd = [sys.executable, "-m", "raegan_jax.cli", "train", "--preset", entry["preset"],
-           "--workdir", str(workdir), "--no-progress", "--set", f"train.seed={seed}"]
+           "--workdir", str(workdir), "--no-progress",
+           *(["--set", f"train.seed={seed}"] if seed is not None else [])]
     for k, v in entry.get("set", {}).items():
         cmd += ["--set", f"{k}={v}"]
     for kv in extra:
@@ -118,13 +124,22 @@ def select(spec: list[dict], only: list[str] | None,
 
 
 def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
-        extra: list[str] = (), seeds: list[int] | None = None) -> int:
+        extra: list[str] = (), seeds: list[int] | None = None, together: bool = False) -> int:
     """Trains every (run, seed) of ``spec`` not yet finished, ``jobs`` at a time (of
     ``seeds`` only, if given), each once the run it starts from has ended
-    (:func:`raegan_jax.launch.run_jobs`)."""
+    (:func:`raegan_jax.launch.run_jobs`). ``together``: the unfinished seeds of each run
+    that starts from no other run train as one many-seed run (``train.seeds``, one
+    process) in ``DIR/<name>``, each seed's folder where a run of its own would be."""
     todo = [(e, s) for e, s in select(spec, only, seeds)
             if not (runs / e["name"] / f"seed{s}" / "summary.json").exists()]
-    names = {f"{e['name']} seed {s}" for e, s in todo}
+    # The job that trains each pending "<name> seed <s>": its own, or its entry's many-seed run.
+    owner = {f"{e['name']} seed {s}": f"{e['name']} seed {s}" for e, s in todo}
+    grouped = []
+    if together:
+        grouped = [(e, [s for f, s in todo if f is e]) for e in spec
+                   if not _source(e) and any(f is e for f, _ in todo)]
+        todo = [(e, s) for e, s in todo if _source(e)]
+        owner.update({f"{e['name']} seed {s}": _many_name(e, ss) for e, ss in grouped for s in ss})
     # Runs that others start from go first, so their dependants do not hold workers idle.
     deps = {_source(e) for e in spec}
     todo.sort(key=lambda es: es[0]["name"] not in deps)
@@ -138,16 +153,27 @@ def run(spec: list[dict], runs: pathlib.Path, jobs: int, only: list[str] | None,
             return _cmd(entry, seed, wd, runs, list(extra))
 
         return Job(f"{entry['name']} seed {seed}", command, wd.parent / f"seed{seed}.log",
-                   ready=lambda ended: dep not in names or dep in ended)
+                   ready=lambda ended: dep not in owner or owner[dep] in ended)
 
     def finished(j: Job, rc, seconds: float) -> None:
         status = "ok" if rc == 0 else f"FAILED: {rc}" if isinstance(rc, str) else f"FAILED rc={rc}"
         print(f"{j.name}: {status} in {seconds:.0f} s", flush=True)
 
-    for e, _ in todo:  # the logs' folders, before any job writes its log
+    def many(entry: dict, seed_list: list[int]) -> Job:
+        wd = runs / entry["name"]
+        sets = ["train.seeds=" + ",".join(map(str, seed_list)), *extra]
+        return Job(_many_name(entry, seed_list), lambda: _cmd(entry, None, wd, runs, sets),
+                   runs / f"{entry['name']}.log")
+
+    for e, _ in todo + grouped:  # the logs' folders, before any job writes its log
         (runs / e["name"]).mkdir(parents=True, exist_ok=True)
-    outcome = run_jobs([job(e, s) for e, s in todo], jobs, on_end=finished)
+    outcome = run_jobs([many(e, ss) for e, ss in grouped] + [job(e, s) for e, s in todo], jobs,
+                       on_end=finished)
     return 1 if outcome.failed or outcome.not_run else 0
+
+
+def _many_name(entry: dict, seed_list: list[int]) -> str:
+    return f"{entry['name']} seeds {','.join(map(str, seed_list))}"
 
 
 def plateau_exit_step(recs: list[dict], loss: str) -> int | None:
@@ -395,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run: only these seeds of the selected entries")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. train.steps_per_dispatch=32 on a GPU)")
+    p.add_argument("--together", action="store_true",
+                   help="run: each entry's seeds in one process, one program (train.seeds)")
     p.add_argument("--json", type=pathlib.Path, help="also write the summary rows here")
     p.add_argument("--out", type=pathlib.Path, help="frontier: the PNG to write")
     p.add_argument("--last", type=int, default=20,
@@ -407,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if a.action == "run":
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several runs per GPU
-        return run(spec, a.runs, a.jobs, a.only, a.sets, a.seeds)  # the named entries' sources run too
+        return run(spec, a.runs, a.jobs, a.only, a.sets, a.seeds, a.together)  # the named entries' sources run too
     if a.only:
         spec = [e for e in spec if e["name"] in a.only]
     if a.action == "seeds":

@@ -348,6 +348,28 @@ def test_sweep_only_selects_every_named_entry_and_names_a_typo(tmp_path, capsys,
     assert [cmd[cmd.index("--workdir") + 1] for cmd in calls] == [str(tmp_path / "r2" / "b" / "seed1")]
 
 
+def test_sweep_together_trains_each_entrys_seeds_in_one_run(tmp_path, monkeypatch):
+    """``sweep.py run --together``: an entry's unfinished seeds are one many-seed run in
+    DIR/<name> (its seeds' folders where single runs would put them); an entry that starts
+    from another run keeps one run per seed."""
+    sweep = _experiment_script("sweep")
+    spec = [{"name": "a", "preset": "mnist_ae", "set": {"train.epochs": 3}, "seeds": [0, 1, 2]},
+            {"name": "g", "preset": "mnist_aegan", "init_from": "a", "seeds": [1, 2]}]
+    runs, calls = tmp_path / "runs", []
+    (runs / "a" / "seed1").mkdir(parents=True)
+    (runs / "a" / "seed1" / "summary.json").write_text("{}")  # seed 1 finished on its own
+    fake_commands(monkeypatch, lambda cmd: calls.append(cmd) or 0)
+    assert sweep.main(["run", str(_write(tmp_path / "s.json", spec)), "--runs", str(runs),
+                       "--together", "--set", "train.eval_every_epochs=2"]) == 0
+    many, single, waited = calls  # g's seed 2 waits for the many-seed run that trains a's seed 2
+    assert many[many.index("--workdir") + 1] == str(runs / "a")
+    assert "train.seeds=0,2" in many and "train.epochs=3" in many and "train.eval_every_epochs=2" in many
+    assert not any(c.startswith("train.seed=") for c in many)
+    assert single[single.index("--workdir") + 1] == str(runs / "g" / "seed1")
+    assert waited[waited.index("--workdir") + 1] == str(runs / "g" / "seed2")
+    assert (runs / "a.log").exists()
+
+
 def test_sweep_branch_from_names_the_source_epochs_checkpoint_and_waits_for_it(tmp_path, monkeypatch,
                                                                             capsys):
     """A ``branch_from`` entry continues its source's state from the end of the named epoch
