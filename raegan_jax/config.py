@@ -463,9 +463,9 @@ def validate(cfg: Config) -> None:
                f"must be distinct seeds >= 0, got {t.seeds}")
         _check(t.seed == 0, "train.seed",
                f"({t.seed}) and train.seeds ({t.seeds}) both name the seed; set one")
-        warm = [f"train.{f}" for f in ("init_from", "ae_stage_from") if getattr(t, f)]
-        _check(not warm, "train.seeds",
-               f"cannot yet start from another run ({', '.join(warm)}): train the seeds one by one")
+        _check(not t.init_from, "train.seeds",
+               "cannot yet start from another run's parameters (train.init_from): train the "
+               "seeds one by one (train.ae_stage_from takes a many-seed run of the same seeds)")
     _check(t.seeds_impl in ("auto", "vmap", "unroll"), "train.seeds_impl",
            f"must be 'auto', 'vmap' or 'unroll', got {t.seeds_impl!r}")
     _check(all(e >= 1 for e in t.keep_epochs), "train.keep_epochs",

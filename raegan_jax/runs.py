@@ -201,8 +201,9 @@ class Run:
 
 
 def _like(config: dict) -> TrainState:
-    """A state of the structure a run of ``config`` saves (restored into)."""
-    return create_train_state(from_dict(config), jax.random.key(0))
+    """A state of the structure a run of ``config`` saves (restored into): a many-seed
+    run's has a leading seed axis."""
+    return seeds_lib.initial_state(from_dict(config), create_train_state)
 
 
 def load_run(path: str | pathlib.Path, epoch: int | None = None, what: str = "run") -> Run:
@@ -336,7 +337,7 @@ def branch_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path
     if epoch >= cfg.train.epochs:
         raise ConfigError(f"train.init_from {src}: the source completed {epoch} epochs; "
                           f"train.epochs ({cfg.train.epochs}) leaves nothing to train")
-    copy_records(folder, workdir, epoch)
+    copy_records(folder.parent.parent, workdir, epoch)
     log(f"branching from {folder} (epoch {epoch}, step {int(to_host(src_state.step))})")
     return put_replicated(jax.device_get(src_state), mesh), epoch
 
@@ -372,28 +373,31 @@ def ae_stage_from(cfg: Config, state: TrainState, mesh, workdir: pathlib.Path, s
     if differ:
         raise ConfigError(f"train.ae_stage_from {src}: that run trains the AE otherwise than "
                           f"this run's AE stage would; these differ: {', '.join(differ)}")
-    if int(to_host(src_state.step)) != k * spe:
+    if seeds_lib.step_of(src_state) != k * spe:
         raise ConfigError(f"train.ae_stage_from {src}: its epoch {k} ended at step "
-                          f"{int(to_host(src_state.step))}, this run's would at {k * spe} "
+                          f"{seeds_lib.step_of(src_state)}, this run's would at {k * spe} "
                           f"(other training images?)")
     # A weight average of this run's is the source's (ae_stage_mismatch: the same decay).
     # A source that cools down after the stage has a schedule's count in its optax state.
     state = state.replace(
-        step=src_state.step, stage=jnp.asarray(STAGE_RECON, jnp.int32),
+        step=src_state.step, stage=jnp.full_like(state.stage, STAGE_RECON),
         ae_params=src_state.ae_params,
         ae_opt_state=carry_opt_state(src_state.ae_opt_state, state.ae_opt_state),
         ae_ema=src_state.ae_ema if state.ae_ema is not None else None)
-    copy_records(folder, workdir, k, keep=lambda key: not key.startswith("val/"))
+    # A many-seed source's records are its seeds' (a many-seed run of the same seeds: the
+    # seeds are compared above), each copied into this run's folder of that seed.
+    for (_, mine), (_, theirs) in zip(seeds_lib.members(cfg, workdir),
+                                      seeds_lib.members(src_cfg, folder.parent.parent)):
+        copy_records(theirs, mine, k, keep=lambda key: not key.startswith("val/"))
     log(f"AE stage (epochs 1-{k}) taken from {folder} (step {k * spe})")
     return put_replicated(jax.device_get(state), mesh)
 
 
-def copy_records(checkpoint: pathlib.Path, workdir: pathlib.Path, epoch: int,
+def copy_records(src: pathlib.Path, workdir: pathlib.Path, epoch: int,
                   keep=lambda key: True) -> None:
     """Starts ``workdir/metrics.jsonl`` with the records of epochs 1..``epoch`` of the run
-    that wrote ``checkpoint`` (``<its workdir>/checkpoints/<step>``), their fields that
-    ``keep`` accepts, each marked ``copied_from`` that run (its speed is not this run's)."""
-    src = checkpoint.parent.parent
+    in ``src`` (a workdir), their fields that ``keep`` accepts, each marked ``copied_from``
+    that run (its speed is not this run's)."""
     if is_main() and (src / "metrics.jsonl").exists():  # the source may still be training
         recs = [{**{k: v for k, v in r.items() if keep(k)}, "copied_from": str(src)}
                 for r in read_records(src) if r["epoch"] <= epoch]

@@ -106,7 +106,7 @@ def test_switching_dataset_brings_its_architecture():
     ({"model.family": "rae", "train.epochs": 5, "train.ae_stage_epochs": 5},
      r"train.ae_stage_epochs \(5\) must be below train.epochs \(5\)"),    ({"train.seeds": "0,1,0"}, r"train.seeds must be distinct seeds >= 0, got \(0, 1, 0\)"),
     ({"train.seeds": "0,1", "train.seed": 3}, r"train.seed \(3\) and train.seeds \(\(0, 1\)\) both"),
-    ({"train.seeds": "0,1", "train.init_from": "runs/x"}, "train.seeds cannot yet start from"),
+    ({"train.seeds": "0,1", "train.init_from": "runs/x"}, r"train.seeds cannot yet start from another run's parameters"),
     ({"train.seeds_impl": "pmap"}, "train.seeds_impl"),
 ])
 def test_bad_values_name_the_field(overrides, needle):

@@ -134,3 +134,22 @@ def test_bench_times_many_seeds_against_one(tmp_path):
     runner = bench.SweepRunner(bench.bench_config("mnist", "aegan", 1, 16, {**over, "train.seeds": "0,1"}))
     runner.once()
     assert np.asarray(runner.state.step).tolist() == [1, 1]
+
+
+def test_a_many_seed_run_takes_its_ae_stage_from_one_of_the_same_seeds(tmp_path, tiny_mnist):
+    """train.ae_stage_from between many-seed runs: each seed's stage is the source's run of
+    that seed, and the run ends where the one that trained its own stage does."""
+    sets = {**SHORT, "train.seeds": "0,1"}
+    game = {**sets, "model.family": "raegan", "model.passes": 2, "train.ae_stage_epochs": 1}
+    run = lambda wd, **kw: train_and_evaluate(cfg_for("mnist_ae", **kw), tmp_path / wd,  # noqa: E731
+                                              data_dir=str(tiny_mnist), progress=False)
+    run("source", **sets, **{"train.keep_epochs": 1})
+    straight = run("straight", **game)
+    shared = run("shared", **game, **{"train.ae_stage_from": str(tmp_path / "source")})
+    np.testing.assert_allclose(shared["val_recon_loss"], straight["val_recon_loss"], **TOL)
+    for seed in (0, 1):
+        mine = read_metrics(tmp_path / "shared" / f"seed{seed}")
+        assert mine[0]["copied_from"] == str(tmp_path / "source" / f"seed{seed}")
+        assert_same_records(mine[1:], read_metrics(tmp_path / "straight" / f"seed{seed}")[1:])
+    with pytest.raises(rj.ConfigError, match="these differ: train.seeds"):
+        run("other", **{**game, "train.seeds": "0,2"}, **{"train.ae_stage_from": str(tmp_path / "source")})
