@@ -4,7 +4,8 @@ Usage: python experiments/make_results.py [RUNS_DIR]   (default ./runs)
        python experiments/make_results.py judge [RUNS_DIR]   (the judged runs' table and figure)
 
 ``RUNS_DIR/<preset>`` is the run of ``bash experiments/run_report.sh RUNS_DIR`` (seed 0);
-``RUNS_DIR/<preset>_seed<S>`` are further seeds (``SEED=S``, same script, other workdir).
+``RUNS_DIR/<preset>_seed<S>`` are further seeds (``SEED=S``, same script, other workdir);
+with ``SEEDS=0,1,2`` the script trains them in one run, ``RUNS_DIR/<preset>/seed<S>``.
 Prints one markdown row per preset (mean ± std over the seeds found) and puts the seed-0
 run's figures in experiments/figures/: its reconstructions copied (they need the trained
 model), its loss curves and D's accuracies redrawn from its ``metrics.jsonl`` by the
@@ -74,7 +75,7 @@ def main(runs: pathlib.Path, figs: pathlib.Path | None = None) -> None:
               f"{_pm([x['recon_loss'] for x in t])} | {_pm([x['psnr'] for x in t], '{:.2f}')} | "
               f"{_pm([x['ssim'] for x in t], '{:.3f}')} | {d} | {rep_loss} | "
               f"{s0['wall_seconds'] / 60:.1f} min | {np.median([s['images_per_sec'] for s in summ]):.0f} |")
-        draw_figures(runs / preset, preset, figs)
+        draw_figures(dirs[0], preset, figs)
 
 
 def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
@@ -89,8 +90,13 @@ def draw_figures(run: pathlib.Path, preset: str, figs: pathlib.Path) -> None:
 
 
 def preset_runs(runs: pathlib.Path, preset: str) -> list[pathlib.Path]:
-    """The runs of ``preset`` under ``runs``: ``<preset>`` (seed 0) and ``<preset>_seed<S>``."""
-    return [d for d in [runs / preset] + sorted(runs.glob(f"{preset}_seed*")) if d.is_dir()]
+    """The runs of ``preset`` under ``runs``: ``<preset>`` (seed 0) and ``<preset>_seed<S>``;
+    a many-seed run there (``SEEDS=…``) stands for its seeds' folders ``<preset>/seed<S>``."""
+    found = []
+    for d in [runs / preset] + sorted(runs.glob(f"{preset}_seed*")):
+        members = sorted(m for m in d.glob("seed*") if (m / "config.json").exists())
+        found += members or ([d] if d.is_dir() else [])
+    return found
 
 
 def evaluations(run: pathlib.Path) -> dict | None:

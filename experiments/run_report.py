@@ -6,7 +6,9 @@ Each preset trains in ``RUNS_DIR/<preset>`` (its output in ``RUNS_DIR/<preset>.l
 rerunning resumes unfinished runs from their checkpoints and skips finished ones.
 Environment: ``SEED=S`` trains seed S (default 0); ``EPOCHS_<preset>=N`` overrides a
 preset's epochs; ``JOBS=N`` trains N presets at a time (``PIN_CPUS=1``: each on its share of
-the CPUs); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself; ``EVAL_PASSES=N`` judges each
+the CPUs); ``SEEDS=0,1,2`` trains those seeds of each preset in one run, one program
+(``train.seeds``: ``RUNS_DIR/<preset>/seed<S>`` each seed's folder; chained presets take each
+seed's stage from the source's run of that seed); ``SHARE_AE_STAGE=0`` trains each preset's AE stage itself; ``EVAL_PASSES=N`` judges each
 finished run with ``raegan eval RUNS_DIR/<preset> --passes N`` (its output in
 ``RUNS_DIR/<preset>.eval.log``; ``python experiments/make_results.py judge RUNS_DIR`` tables
 them).
@@ -39,6 +41,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -115,16 +118,19 @@ def order(presets: list[str], chain: dict[str, str], sizes: dict[str, tuple[int,
 
 def stage_ready(source: pathlib.Path, epoch: int, source_ended: bool) -> bool:
     """Whether a run may start from ``source``'s checkpoint of ``epoch``: the source has
-    recorded a later epoch (so that checkpoint is complete) or has stopped."""
-    return source_ended or any(r["epoch"] > epoch for r in read_records(source))
+    recorded a later epoch (so that checkpoint is complete) or has stopped. A many-seed
+    source records in its seeds' folders, all at once."""
+    recorded = read_records(next(iter(sorted(source.glob("seed*/"))), source))
+    return source_ended or any(r["epoch"] > epoch for r in recorded)
 
 
 def command(preset: str, runs: pathlib.Path, chain: dict[str, str], stage: dict[str, int],
             env: dict[str, str]) -> list[str]:
     """The ``raegan train`` command of ``preset`` (seed, epochs and stage sharing set): a
     source keeps the checkpoint of every epoch its chained presets' stages end at."""
+    seeds = f"train.seeds={env['SEEDS']}" if env.get("SEEDS") else f"train.seed={env.get('SEED', '0')}"
     cmd = ["raegan", "train", "--preset", preset, "--workdir", str(runs / preset),
-           "--no-progress", "--set", f"train.seed={env.get('SEED', '0')}"]
+           "--no-progress", "--set", seeds]
     if env.get(f"EPOCHS_{preset}"):
         cmd += ["--set", f"train.epochs={env[f'EPOCHS_{preset}']}"]
     keep = sorted({stage[name] for name, src in chain.items() if src == preset})
@@ -133,6 +139,15 @@ def command(preset: str, runs: pathlib.Path, chain: dict[str, str], stage: dict[
     if preset in chain:
         cmd += ["--set", f"train.ae_stage_from={runs / chain[preset]}"]
     return cmd
+
+
+def eval_command(run: pathlib.Path, env: dict[str, str]) -> list[str]:
+    """``raegan eval`` of a finished run, or of each seed of a many-seed run (``SEEDS``)."""
+    ev = lambda wd: ["raegan", "eval", str(wd), "--passes", env["EVAL_PASSES"]]  # noqa: E731
+    if not env.get("SEEDS"):
+        return ev(run)
+    script = " && ".join(shlex.join(ev(run / f"seed{s}")) for s in env["SEEDS"].split(","))
+    return ["bash", "-c", script]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [Job(p, lambda p=p: command(p, runs, chain, stage, env), runs / f"{p}.log", ready(p))
             for p in todo]
     if env.get("EVAL_PASSES"):  # each run judged once it has ended (after any run still to start)
-        jobs += [Job(f"{p}:eval", lambda p=p: ["raegan", "eval", str(runs / p), "--passes",
-                                                env["EVAL_PASSES"]],
+        jobs += [Job(f"{p}:eval", lambda p=p: eval_command(runs / p, env),
                      runs / f"{p}.eval.log", lambda ended, p=p: p in ended) for p in todo]
     wrap = (lambda i, cmd: ["taskset", "-c", ",".join(map(str, groups[i]))] + cmd) if groups else None
     start = time.time()

@@ -182,6 +182,31 @@ def test_run_report_splits_the_cpus_between_its_workers(monkeypatch):
     runs = pathlib.Path("r")
     assert "train.keep_epochs=100,120" in rr.command("cifar10_ae", runs, chain, stage, {})
     assert f"train.ae_stage_from={runs / 'cifar10_ae'}" in rr.command("x", runs, chain, stage, {})
+    # SEEDS: each preset's seeds in one many-seed run, each seed's folder judged
+    seeds = {"SEEDS": "0,1,2", "EVAL_PASSES": "5"}
+    cmd = rr.command("x", runs, chain, stage, seeds)
+    assert "train.seeds=0,1,2" in cmd and not any(c.startswith("train.seed=") for c in cmd)
+    assert rr.eval_command(runs / "x", seeds) == [
+        "bash", "-c", " && ".join(f"raegan eval {runs / 'x' / f'seed{s}'} --passes 5" for s in range(3))]
+    assert rr.eval_command(runs / "x", {"EVAL_PASSES": "5"}) == ["raegan", "eval", str(runs / "x"),
+                                                                 "--passes", "5"]
+
+
+def test_a_chained_run_waits_for_a_many_seed_sources_seeds_to_pass_its_stage(tmp_path):
+    from test_train import _experiment_script
+    rr = _experiment_script("run_report")
+    src = tmp_path / "src"
+    (src / "seed0").mkdir(parents=True)
+    (src / "seed0" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    assert not rr.stage_ready(src, 2, False) and rr.stage_ready(src, 1, False)
+    assert rr.stage_ready(src, 2, True)
+    # make_results reads a many-seed run as its seeds' runs
+    mr = _experiment_script("make_results")
+    for seed in (0, 1):
+        (src / f"seed{seed}").mkdir(exist_ok=True)
+        (src / f"seed{seed}" / "config.json").write_text("{}")
+    (tmp_path / "src_seed5").mkdir()
+    assert mr.preset_runs(tmp_path, "src") == [src / "seed0", src / "seed1", tmp_path / "src_seed5"]
 
 
 def test_run_report_sh_chains_the_ae_stages_to_cifar10_rae(tmp_path):
