@@ -45,6 +45,7 @@ from raegan_jax.programs import make_eval_step, make_multi_step, make_train_step
 from raegan_jax.runs import ae_stage_chain
 from raegan_jax.stages import AE_STAGE, STAGE_AE, STAGE_NAMES, ae_stage_config, sweep_plan
 from raegan_jax.steps import steps_per_epoch
+from raegan_jax.workdir import read_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The benchmarks step one batch over and over; the cycle schedule needs a sweep
@@ -251,9 +252,9 @@ class SweepRunner:
     """The loop's program (:func:`make_multi_step`, one step a call) for ``cfg``, a many-seed
     ``cfg`` included: each :meth:`once` is one step of every seed, on device-resident batches."""
 
-    def __init__(self, cfg: Config, steps: int = 8):
+    def __init__(self, cfg: Config, steps: int = 8, stage: int | None = None):
         self.seeds = len(cfg.train.seeds) or 1
-        fn = make_multi_step(cfg, 1, steps_per_epoch=steps)
+        fn = make_multi_step(cfg, 1, steps_per_epoch=steps, stage=stage)
         shape = _images(cfg, 1).shape[1:]
         data = np.random.default_rng(0).integers(0, 256, (steps * cfg.train.batch_size, *shape),
                                                  dtype=np.uint8)
@@ -300,6 +301,40 @@ def bench_seeds(datasets, families, batch: int, passes: int, n_seeds: int, repea
                 rows.append(row)
                 msg += f" | {name} {row['images_per_sec']:7.0f} img/s x{row['speedup_vs_one_seed']:.2f}"
             log(msg)
+    return rows
+
+
+def bench_loop(presets, epochs: int, repeats: int, warmup: int, overrides=None, data_dir=None,
+               log: Callable[[str], None] = print) -> list[dict]:
+    """The loop's efficiency: each preset's training images/s in a short real run
+    (``epochs`` epochs of its own family's training, no AE stage; the median over the
+    epochs after the first; training time only, evaluation apart) against what its
+    programs allow alone (each sweep's program timed one call at a time on device-resident
+    batches, weighted as the epochs run them; timed before and after the run)."""
+    import tempfile
+    from raegan_jax.train import train_and_evaluate
+    rows = []
+    for preset in presets:
+        cfg = get_preset(preset, {"train.epochs": epochs, "train.ae_stage_epochs": 0,
+                                  "gan.ae_pretrain_epochs": 0, "train.eval_every_epochs": epochs,
+                                  **(overrides or {})})
+        kinds = Counter(sw.program for e in range(1, epochs) for sw in sweep_plan(cfg, e))
+        runners = {k: SweepRunner(cfg, stage=k) for k in kinds}
+        before = interleaved(runners, repeats, warmup)
+        with tempfile.TemporaryDirectory() as wd:
+            train_and_evaluate(cfg, wd, data_dir=data_dir, progress=False)
+            recs = read_records(wd)
+        after = interleaved(runners, repeats, 0)
+        step_s = sum(n * statistics.median(before[k] + after[k]) for k, n in kinds.items()) / sum(kinds.values())
+        loop = statistics.median(r["images_per_sec"] for r in recs[1:])
+        row = {"impl": "loop vs step", "preset": preset, "dataset": cfg.data.dataset,
+               "family": cfg.model.family, "batch": cfg.train.batch_size,
+               "loop_images_per_sec": loop, "step_images_per_sec": cfg.train.batch_size / step_s,
+               "ms_per_step": 1e3 * step_s, "images_per_sec": loop}
+        row["loop_efficiency"] = row["loop_images_per_sec"] / row["step_images_per_sec"]
+        rows.append(row)
+        log(f"{preset:15s} loop {loop:7.0f} img/s, its programs alone {row['step_images_per_sec']:7.0f}"
+            f" -> {row['loop_efficiency']:.2f}")
     return rows
 
 
@@ -470,9 +505,10 @@ def markdown(rows: list[dict], env: dict) -> str:
     """A markdown table of the rows, headed by the environment."""
     head = (f"{env['date']} · {env['device_count']} x {env['device_kind']} ({env['backend']}) · "
             f"jax {env['jax']} · flax {env['flax']}" + (f" · torch {env['torch']}" if "torch" in env else ""))
-    cols = ["impl", "preset", "dataset", "family", "stage", "passes", "batch", "calls", "ms_per_step",
-            "images_per_sec", "compile_s", "minutes", "jax_speedup", "speedup_vs_host_fed",
-            "cost_vs_fixed", "xla_memory_bytes"]
+    cols = ["impl", "preset", "dataset", "family", "stage", "passes", "batch", "seeds", "calls",
+            "ms_per_step", "images_per_sec", "step_images_per_sec", "loop_efficiency", "compile_s",
+            "minutes", "jax_speedup", "speedup_vs_host_fed", "speedup_vs_one_seed", "cost_vs_fixed",
+            "xla_memory_bytes"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -480,7 +516,7 @@ def markdown(rows: list[dict], env: dict) -> str:
         for c in cols:
             v = r.get(c, "")
             if isinstance(v, float):
-                v = f"{v:.2f}" if c not in ("images_per_sec",) else f"{v:.0f}"
+                v = f"{v:.0f}" if c.endswith("images_per_sec") else f"{v:.2f}"
             if c == "xla_memory_bytes" and isinstance(v, int):
                 v = f"{v / 2**20:.1f} MiB"
             cells.append(str(v))
@@ -504,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=0, metavar="N",
                    help="only time N seeds in one program (unrolled and vmapped) against one seed's "
                         "(images/s summed over the seeds; first batch size and passes)")
+    p.add_argument("--loop", nargs="?", const=",".join(PRESETS), default=None, metavar="PRESETS",
+                   help="only the loop's images/s in a short real run of each preset (default: "
+                        "all) against its programs' alone")
+    p.add_argument("--loop-epochs", type=int, default=3)
     p.add_argument("--adaptive", action="store_true",
                    help="only time the AE step with the fixed vs the adaptive adversarial weight")
     p.add_argument("--report", nargs="?", const=",".join(PRESETS), default=None, metavar="PRESETS",
@@ -526,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--report: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
         rows = bench_report(split(args.report), args.repeats, args.warmup, overrides,
                             chained=args.chain)
+    elif args.loop is not None:
+        rows = bench_loop(split(args.loop), args.loop_epochs, args.repeats, args.warmup, overrides)
     elif args.seeds:
         rows = bench_seeds(split(args.datasets), split(args.families), int(split(args.batch_sizes)[0]),
                            int(split(args.passes)[0]), args.seeds, args.repeats, args.warmup, overrides)

@@ -292,3 +292,16 @@ def test_run_report_refuses_options_and_unknown_presets_before_writing(tmp_path,
     with pytest.raises(SystemExit, match="unknown preset.*mnist_vae"):
         rr.main(["runs", "mnist_ae", "mnist_vae"])
     assert list(tmp_path.iterdir()) == []  # no runs folder, no "--help" folder
+
+
+def test_bench_loop_sets_a_short_runs_images_per_sec_beside_its_programs(tiny_mnist):
+    """`raegan bench --loop`: the loop's training images/s in a real short run against what
+    its own programs reach alone; a loop that wasted time would show below 1."""
+    over = {**TINY, "data.train_examples": 64}
+    rows = bench.bench_loop(["mnist_aegan"], 2, repeats=3, warmup=1, overrides=over,
+                            data_dir=str(tiny_mnist), log=lambda m: None)
+    (row,) = rows
+    assert row["preset"] == "mnist_aegan" and row["batch"] == 32
+    assert row["loop_efficiency"] == pytest.approx(row["loop_images_per_sec"] / row["step_images_per_sec"])
+    assert 0.05 < row["loop_efficiency"] < 5
+    assert "loop_efficiency" in bench.markdown(rows, bench.environment())
