@@ -66,6 +66,17 @@ def test_members_start_as_their_single_runs():
                               jax.tree.leaves(seeds.member(state, 1).ae_params)[0])
 
 
+def many_on_two_devices(workdir, data, preset, over) -> dict:
+    """The many-seed run of seeds 0 and 1 in a process with two CPU devices; its summary."""
+    from conftest import run_python
+    sets = {**TINY, **SHORT, **over, "train.seeds": "0,1"}
+    proc = run_python(f"import jax, raegan_jax as rj\nassert jax.device_count() == 2\n"
+                      f"rj.train_and_evaluate(rj.get_preset({preset!r}, {sets!r}), {str(workdir)!r}, "
+                      f"data_dir={str(data)!r}, progress=False)\n", devices=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((workdir / "summary.json").read_text())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_seed_is_its_single_run(tmp_path, tiny_mnist, family, monkeypatch):
     preset, over = FAMILIES[family]
@@ -86,7 +97,10 @@ def test_each_seed_is_its_single_run(tmp_path, tiny_mnist, family, monkeypatch):
         with pytest.raises(rj.Preempted, match=r"at step 2 \(epoch 1\)"):
             run("many", **{"train.seeds": "0,1"})
         monkeypatch.setattr(tr, "_add_sums", real_add)
-    many = run("many", **{"train.seeds": "0,1"})
+    if family == "ae":  # on a mesh of two devices: the seeds' batches split over them
+        many = many_on_two_devices(tmp_path / "many", tiny_mnist, preset, over)
+    else:
+        many = run("many", **{"train.seeds": "0,1"})
 
     member = tmp_path / "many" / "seed1"
     assert_same_records(read_metrics(member), read_metrics(tmp_path / "single"))
@@ -153,3 +167,4 @@ def test_a_many_seed_run_takes_its_ae_stage_from_one_of_the_same_seeds(tmp_path,
         assert_same_records(mine[1:], read_metrics(tmp_path / "straight" / f"seed{seed}")[1:])
     with pytest.raises(rj.ConfigError, match="these differ: train.seeds"):
         run("other", **{**game, "train.seeds": "0,2"}, **{"train.ae_stage_from": str(tmp_path / "source")})
+
