@@ -40,7 +40,7 @@ from raegan_jax.config import Config, ConfigError, validate
 from raegan_jax.figures import run_figures
 from raegan_jax.parallel import (barrier, check_batch_divides, is_main, log, make_mesh,
                                  put_replicated, to_host)
-from raegan_jax.programs import (Evaluator, start_sweep, sweep_batches, sweep_order,
+from raegan_jax.programs import (Evaluator, device_sweep_batches, start_sweep, sweep_order,
                                  sweep_programs, sweep_sharded)
 from raegan_jax.stages import Sweep, sweep_plan
 from raegan_jax.workdir import (WorkdirError, WorkdirLock, append_record, encode_sums, epoch_line,
@@ -211,6 +211,9 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
     programs = sweep_programs(cfg, kinds, n_dispatch, spe, mesh)
     compile_s = sum(program.compile(state, batches_like) for program in programs.values())
     evaluate = Evaluator(cfg, mesh, ds.val.images)
+    # The training images live on the devices for the whole run; each sweep's batches are
+    # gathered there in its order (only the order crosses from the host).
+    train_images = put_replicated(ds.train.images, mesh)
     barrier("raegan_compiled")  # every process starts stepping (and collecting) together
     writers = [tensorboard_writer(d) for _, d in members]
     for writer in writers:
@@ -234,8 +237,8 @@ def _loop(cfg: Config, workdir: pathlib.Path, mesh, ds, spe: int, ckpt: Checkpoi
                 if pos == 0:
                     state = start_sweep(cfg, state, sweep)
                 program = programs[sweep.program]
-                batches = sweep_batches(ds.train.images, sweep_order(cfg, step // spe, n_train),
-                                        spe, bs, mesh)
+                order = put_replicated(sweep_order(cfg, step // spe, n_train), mesh)
+                batches = device_sweep_batches(train_images, order, spe, bs, mesh)
                 while pos < spe:
                     if stop.requested(dispatches):
                         raise _preempt(cfg, ckpt, state, step, epoch, done, (sweep, sums),

@@ -168,3 +168,20 @@ def test_a_many_seed_run_takes_its_ae_stage_from_one_of_the_same_seeds(tmp_path,
     with pytest.raises(rj.ConfigError, match="these differ: train.seeds"):
         run("other", **{**game, "train.seeds": "0,2"}, **{"train.ae_stage_from": str(tmp_path / "source")})
 
+
+
+def test_batches_gathered_on_device_are_the_host_gathers():
+    """The loop keeps the training images on the devices and gathers each sweep's batches
+    there: the same batches, for one order or one per seed."""
+    from raegan_jax.parallel import make_mesh, put_replicated
+    from raegan_jax.programs import device_sweep_batches, sweep_batches
+    mesh = make_mesh()
+    images = np.random.default_rng(0).integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+    for perm in (np.random.default_rng(1).permutation(40).astype(np.int32),
+                 np.stack([np.random.default_rng(s).permutation(40) for s in (2, 3)]).astype(np.int32)):
+        on_device = device_sweep_batches(put_replicated(images, mesh), put_replicated(perm, mesh),
+                                         3, 8, mesh)
+        host = sweep_batches(images, perm, 3, 8, mesh)
+        assert on_device.shape == host.shape == (*perm.shape[:-1], 3, 8, 28, 28, 1)
+        assert on_device.sharding == host.sharding
+        np.testing.assert_array_equal(np.asarray(on_device), np.asarray(host))
