@@ -316,7 +316,7 @@ def bench_loop(presets, epochs: int, repeats: int, warmup: int, overrides=None, 
     rows = []
     for preset in presets:
         cfg = get_preset(preset, {"train.epochs": epochs, "train.ae_stage_epochs": 0,
-                                  "gan.ae_pretrain_epochs": 0, "train.eval_every_epochs": epochs,
+                                  "train.eval_every_epochs": epochs,
                                   **(overrides or {})})
         kinds = Counter(sw.program for e in range(1, epochs) for sw in sweep_plan(cfg, e))
         runners = {k: SweepRunner(cfg, stage=k) for k in kinds}

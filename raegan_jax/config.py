@@ -205,7 +205,6 @@ class GanConfig:
     threshold: float = 0.5
     adv_weight: float = 1.0
     adv_loss: str = "nonsaturating"  # "nonsaturating" | "minimax"
-    ae_pretrain_epochs: int = 0
     # How the on-device stage selects the update: "switch" runs only the chosen
     # branch (lax.switch); "select" keeps every convolution outside conditionals
     # (the AE's gradient in every stage, jnp.where keeps the frozen network; only
@@ -366,6 +365,8 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
                               f"'model.passes' with sections {', '.join(_SECTIONS)}")
         section, field = parts
         hints = typing.get_type_hints(_SECTIONS[section])
+        if path in REPLACED:
+            raise ConfigError(f"{path} is gone: {REPLACED[path]}")
         if field not in hints:
             raise ConfigError(f"unknown config field {path!r}; {section} has: "
                               f"{', '.join(hints)}")
@@ -496,8 +497,6 @@ def validate(cfg: Config) -> None:
            f"must be 'nonsaturating' or 'minimax', got {g.adv_loss!r}")
     _check(g.stage_impl in ("auto", "switch", "select"), "gan.stage_impl",
            f"must be 'auto', 'switch' or 'select', got {g.stage_impl!r}")
-    _check(g.ae_pretrain_epochs >= 0, "gan.ae_pretrain_epochs",
-           f"must be >= 0, got {g.ae_pretrain_epochs}")
     _check(g.adv_weight_mode in ("fixed", "adaptive"), "gan.adv_weight_mode",
            f"must be 'fixed' or 'adaptive', got {g.adv_weight_mode!r}")
     _check(g.adaptive_scope in ("shared", "per_pass"), "gan.adaptive_scope",
@@ -519,9 +518,21 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= g.d_ema < 1.0, "gan.d_ema", f"must be in [0, 1) (0 = off), got {g.d_ema}")
 
 
+# Fields that are gone, and what does their work now.
+REPLACED = {"gan.ae_pretrain_epochs": "train.ae_stage_epochs trains the AE first, for every "
+                                      "family (experiments/notes/2026-12-07-one-ae-first-field.md)"}
+
+
 def from_dict(d: Mapping[str, Any]) -> Config:
-    """Rebuilds a :class:`Config` from :meth:`Config.to_dict` output (e.g. config.json)."""
+    """Rebuilds a :class:`Config` from :meth:`Config.to_dict` output (e.g. config.json).
+
+    A run saved before a field in :data:`REPLACED` went reads as its replacement: an
+    earlier ``gan.ae_pretrain_epochs=N`` as ``train.ae_stage_epochs=N`` (the same
+    epochs of the AE alone; its Adam now restarts when they end)."""
     overrides = {f"{s}.{k}": v for s in _SECTIONS for k, v in d.get(s, {}).items()}
+    pre = overrides.pop("gan.ae_pretrain_epochs", 0)
+    if pre and not overrides.get("train.ae_stage_epochs"):
+        overrides["train.ae_stage_epochs"] = pre
     base = Config(preset=d.get("preset", "custom"))
     unknown = set(d) - set(_SECTIONS) - {"preset"}
     if unknown:

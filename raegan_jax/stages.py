@@ -11,8 +11,7 @@ Two levels decide it:
 
 * **Per sweep, on the host** (:func:`sweep_plan`): the AE stage's epochs
   (``train.ae_stage_epochs``, any family but ``ae``) train the plain one-pass
-  AE (:func:`ae_stage_config`), D and the recursion untouched; pretraining epochs are
-  reconstruction sweeps; the ``phases`` policy (the report's CIFAR-10
+  AE (:func:`ae_stage_config`), D and the recursion untouched; the ``phases`` policy (the report's CIFAR-10
   schedule) runs a reconstruction sweep, a D sweep, then an adversarial AE
   sweep. The stage of such a sweep is *fixed*: the loop runs a program
   specialised to it (a D sweep takes no AE gradient, a reconstruction sweep
@@ -92,11 +91,9 @@ def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
     """The sweeps of (zero-based) ``epoch``, in order.
 
     The first ``train.ae_stage_epochs`` epochs are AE-stage sweeps (the plain
-    one-pass AE); then ``gan.ae_pretrain_epochs`` (counted from epoch 0) are
-    reconstruction sweeps; ``phases`` epochs are reconstruction, D,
-    adversarial AE; the first game epoch after either starts with D (as a
-    fresh run does at step 0); otherwise one sweep whose stage the on-device
-    policy drives. The first sweep after the AE stage restarts the AE's optimizer.
+    one-pass AE); ``phases`` epochs are reconstruction, D, adversarial AE; the
+    first game epoch after the stage starts with D (as a fresh run does at step 0);
+    otherwise one sweep whose stage the on-device policy drives. The first sweep after the AE stage restarts the AE's optimizer.
     """
     if epoch < cfg.train.ae_stage_epochs:
         # The flag reads "reconstruction" meanwhile (the AE's program ignores it).
@@ -115,9 +112,7 @@ def sweep_plan(cfg: Config, epoch: int) -> list[Sweep]:
 def _family_plan(cfg: Config, epoch: int) -> list[Sweep]:
     if not cfg.is_gan:
         return [Sweep(None)]
-    pre = max(cfg.gan.ae_pretrain_epochs, cfg.train.ae_stage_epochs)
-    if epoch < pre:
-        return [Sweep(STAGE_RECON, fixed=True)]
+    pre = cfg.train.ae_stage_epochs
     if cfg.gan.stage_policy == "phases":
         return [Sweep(STAGE_RECON, True), Sweep(STAGE_D, True), Sweep(STAGE_AE, True)]
     if epoch == pre and pre > 0:

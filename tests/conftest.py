@@ -142,5 +142,5 @@ TINY = {"model.conv_widths": "4,8,8", "model.dense_widths": "16", "model.latent_
         "data.test_examples": 40, "data.resample_train": False, "train.warmup_steps": 0,
         # the last 32 training images are the validation split (the presets hold out thousands)
         "data.validation_examples": 32,
-        # mnist_aegan pretrains its AE for 20 epochs: the tiny runs play the game from epoch 1
-        "gan.ae_pretrain_epochs": 0}
+        # mnist_aegan trains its AE alone for 20 epochs: the tiny runs play the game from epoch 1
+        "train.ae_stage_epochs": 0}

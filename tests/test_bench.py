@@ -13,10 +13,10 @@ from conftest import TINY
 
 def test_report_schedule_counts_what_each_preset_runs():
     mnist, cifar = (60000, 10000), (8068, 1017)
-    # 20 reconstruction-only epochs, then 180 of the game; 7,000 images a epoch (54 steps);
+    # 20 epochs of the AE alone, then 180 of the game; 7,000 images a epoch (54 steps);
     # every epoch evaluates the 5,000 validation images (40 batches), the end the 2,000 test ones.
     assert bench.report_schedule(rj.get_preset("mnist_aegan"), mnist) == {
-        "recon": 20 * 54, "one-program": 180 * 54, "eval": 200 * 40 + 16}
+        "ae_stage": 20 * 54, "one-program": 180 * 54, "eval": 200 * 40 + 16}
     assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 40 + 5}
     # the report's phases: every epoch three specialised sweeps; the offline 8,068 images less
     # the 1,000 validation ones at the preset's batch 32 (220 steps); 32 validation batches an
@@ -75,16 +75,15 @@ def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
 
 
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
-    # an AE-stage epoch, a reconstruction epoch, two epochs of the game
-    over = {**TINY, "train.epochs": 4, "data.train_examples": 96, "gan.ae_pretrain_epochs": 2,
-            "train.ae_stage_epochs": 1}
+    # two AE-stage epochs, two epochs of the game
+    over = {**TINY, "train.epochs": 4, "data.train_examples": 96, "train.ae_stage_epochs": 2}
     log = []
     rows = bench.bench_report(["mnist_aegan"], repeats=2, warmup=0, overrides=over,
                               data_dir=str(tiny_mnist), log=log.append)
     by = {r["stage"]: r for r in rows}
-    progs = ("ae_stage", "recon", "one-program", "eval")
+    progs = ("ae_stage", "one-program", "eval")
     assert set(by) == {*progs, "total"}
-    assert [by[k]["calls"] for k in progs] == [3, 3, 6, 4 * 1 + 2]  # 32 validation images, 40 test
+    assert [by[k]["calls"] for k in progs] == [6, 6, 4 * 1 + 2]  # 32 validation images, 40 test
     for r in (by[k] for k in progs):
         assert r["ms_per_step"] > 0 and r["minutes"] == pytest.approx(r["calls"] * r["ms_per_step"] / 6e4)
     parts = sum(by[k]["minutes"] for k in progs)

@@ -149,3 +149,11 @@ def test_a_tuple_field_takes_one_number_or_a_list():
         rj.get_preset("cifar10_ae", {"train.keep_epochs": "0"})
     with pytest.raises(rj.ConfigError, match="train.keep_epochs"):
         rj.get_preset("cifar10_ae", {"train.keep_epochs": True})
+
+
+def test_the_replaced_ae_first_field_names_its_replacement_and_old_runs_still_read():
+    with pytest.raises(ConfigError, match=r"gan.ae_pretrain_epochs is gone: train.ae_stage_epochs"):
+        rj.get_preset("mnist_aegan", {"gan.ae_pretrain_epochs": 20})
+    old = rj.get_preset("mnist_aegan", {"train.ae_stage_epochs": 0}).to_dict()
+    old["gan"]["ae_pretrain_epochs"] = 20  # a config.json written before the field went
+    assert from_dict(old).train.ae_stage_epochs == 20

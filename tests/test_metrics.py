@@ -88,13 +88,13 @@ def test_phases_sweeps_are_logged_apart_and_equal_a_direct_evaluation(tmp_path, 
     assert summary["last_epoch_train"]["train/d_sweep/d_fake_acc"] == recs[-1]["train/d_sweep/d_fake_acc"]
 
 
-def test_pretraining_epoch_logs_its_reconstruction_objective(tmp_path, tiny_mnist):
-    cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.ae_pretrain_epochs": 1, "train.epochs": 1})
+def test_an_ae_stage_epoch_logs_its_reconstruction_objective(tmp_path, tiny_mnist):
+    cfg = rj.get_preset("mnist_aegan", {**TINY, "train.ae_stage_epochs": 1, "train.epochs": 2})
     train_and_evaluate(cfg, tmp_path / "run", data_dir=str(tiny_mnist), progress=False)
-    (rec,) = records(tmp_path / "run")
+    rec, game = records(tmp_path / "run")
     assert rec["train/loss"] == pytest.approx(rec["train/recon_loss"][0], rel=1e-6)
-    assert rec["ae_steps"] == rec["steps"] == 4 and rec["d_steps"] == 0
-    # A pretraining sweep runs the reconstruction program: no D, no adversarial term.
+    assert rec["steps"] == 4 and "d_steps" not in rec and game["d_steps"] > 0
+    # An AE-stage sweep runs the plain AE's program: no D, no adversarial term.
     assert not {"train/d_loss", "train/d_fake_acc", "train/adv_loss", "train/adv_weighted"} & set(rec)
 
 

@@ -101,7 +101,7 @@ def test_d_adam_moments_are_ds_own():
 def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
     # A GAN in the one program: the first steps are D's (the AE stands still), then the AE's.
     cfg = rj.get_preset("mnist_aegan", {"train.ae_ema": 0.3, "train.batch_size": 8,
-                                        "gan.ae_pretrain_epochs": 0, "train.warmup_steps": 0,
+                                        "train.ae_stage_epochs": 0, "train.warmup_steps": 0,
                                         "gan.threshold_ema": 0, "gan.threshold": 0.01})
     assert rj.create_train_state(rj.get_preset("mnist_aegan"), key).ae_ema is None  # off by default
     x = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
@@ -133,7 +133,7 @@ def test_ae_weight_average_follows_every_step_and_is_what_eval_uses(key):
 def test_d_weight_average_follows_d_and_is_the_d_eval_reads(key):
     # The one program: D learns in the first steps, then the AE (D stands still).
     cfg = rj.get_preset("mnist_aegan", {"gan.d_ema": 0.5, "train.batch_size": 8,
-                                        "gan.ae_pretrain_epochs": 0, "train.warmup_steps": 0,
+                                        "train.ae_stage_epochs": 0, "train.warmup_steps": 0,
                                         "gan.threshold_ema": 0, "gan.threshold": 0.01})
     assert rj.create_train_state(rj.get_preset("mnist_aegan"), key).d_ema is None  # off by default
     assert rj.create_train_state(rj.get_preset("mnist_ae", {"gan.d_ema": 0.5}), key).d_ema is None

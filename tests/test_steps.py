@@ -296,21 +296,23 @@ def test_stage_programs_do_what_the_one_program_does_in_that_stage(stage, key):
 
 def test_a_phases_run_compiles_one_program_per_stage(tmp_path, tiny_mnist, monkeypatch):
     import raegan_jax.train as tr
-    made = {}
+    made = []  # (family, stage, program) of every sweep program the loop builds
 
-    def record(*args, stage=None, **kw):
-        made[stage] = real(*args, stage=stage, **kw)
-        return made[stage]
+    def record(cfg, *args, stage=None, **kw):
+        made.append((cfg.model.family, stage, real(cfg, *args, stage=stage, **kw)))
+        return made[-1][2]
 
     import raegan_jax.programs as programs
     real = programs.make_multi_step
     monkeypatch.setattr(programs, "make_multi_step", record)
     cfg = rj.get_preset("mnist_aegan", {**TINY, "gan.stage_policy": "phases", "train.epochs": 2})
     tr.train_and_evaluate(cfg, tmp_path, data_dir=str(tiny_mnist), progress=False)
-    assert set(made) == {STAGE_RECON, STAGE_D, STAGE_AE}  # no one-program step: never needed
-    assert {s: p.compiles() for s, p in made.items()} == {s: 1 for s in made}
+    # no one-program step: never needed
+    assert [(f, s) for f, s, _ in made] == [("aegan", s) for s in (STAGE_AE, STAGE_D, STAGE_RECON)]
+    assert [p.compiles() for _, _, p in made] == [1, 1, 1]
     made.clear()
-    pre = rj.get_preset("mnist_aegan", {**TINY, "gan.ae_pretrain_epochs": 1, "train.epochs": 2})
-    tr.train_and_evaluate(pre, tmp_path / "pre", data_dir=str(tiny_mnist), progress=False)
-    assert set(made) == {STAGE_RECON, None}
-    assert {s: p.compiles() for s, p in made.items()} == {s: 1 for s in made}
+    staged = rj.get_preset("mnist_aegan", {**TINY, "train.ae_stage_epochs": 1, "train.epochs": 2})
+    tr.train_and_evaluate(staged, tmp_path / "staged", data_dir=str(tiny_mnist), progress=False)
+    # the plain AE's program for the stage, the one program of the game after it
+    assert sorted((f, s) for f, s, _ in made) == [("ae", None), ("aegan", None)]
+    assert [p.compiles() for _, _, p in made] == [1, 1]
