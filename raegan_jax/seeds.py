@@ -45,7 +45,8 @@ def seeds_of(cfg: Config) -> tuple[int, ...]:
 
 def member_config(cfg: Config, seed: int) -> Config:
     """The single run's config that member ``seed`` of a many-seed run equals."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, seeds=()))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, seeds=(),
+                                                              seeds_impl="auto"))
 
 
 def member_dir(workdir: pathlib.Path, seed: int) -> pathlib.Path:
