@@ -48,7 +48,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # one-test notebook and README files, ~40 s each, last): the costliest files first, so that
 # neither worker ends the suite alone on a long file (per-file totals of `--durations=0` on
 # 2 cores; simulated, about 40 s of the suite's wall time). Files not named follow, as collected.
-COSTLIEST_FILES_FIRST = ("test_train.py", "test_seeds.py", "test_steps.py", "test_remedies.py", "test_learning.py",
+COSTLIEST_FILES_FIRST = ("test_train.py", "test_steps.py", "test_remedies.py", "test_learning.py",
                          "test_resilience.py", "test_models.py", "test_torch_parity.py",
                          "test_balance.py", "test_metrics.py", "test_bench.py", "test_notebook.py",
                          "test_readme.py", "test_config.py", "test_recursion.py", "test_sharding.py")

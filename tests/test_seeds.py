@@ -66,17 +66,6 @@ def test_members_start_as_their_single_runs():
                               jax.tree.leaves(seeds.member(state, 1).ae_params)[0])
 
 
-def many_on_two_devices(workdir, data, preset, over) -> dict:
-    """The many-seed run of seeds 0 and 1 in a process with two CPU devices; its summary."""
-    from conftest import run_python
-    sets = {**TINY, **SHORT, **over, "train.seeds": "0,1"}
-    proc = run_python(f"import jax, raegan_jax as rj\nassert jax.device_count() == 2\n"
-                      f"rj.train_and_evaluate(rj.get_preset({preset!r}, {sets!r}), {str(workdir)!r}, "
-                      f"data_dir={str(data)!r}, progress=False)\n", devices=2)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((workdir / "summary.json").read_text())
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_seed_is_its_single_run(tmp_path, tiny_mnist, family, monkeypatch):
     preset, over = FAMILIES[family]
@@ -97,9 +86,7 @@ def test_each_seed_is_its_single_run(tmp_path, tiny_mnist, family, monkeypatch):
         with pytest.raises(rj.Preempted, match=r"at step 2 \(epoch 1\)"):
             run("many", **{"train.seeds": "0,1"})
         monkeypatch.setattr(tr, "_add_sums", real_add)
-    if family == "ae":  # on a mesh of two devices: the seeds' batches split over them
-        many = many_on_two_devices(tmp_path / "many", tiny_mnist, preset, over)
-    elif family == "rae":  # the batched program, the accelerator's form, on CPU
+    if family == "rae":  # the batched program, the accelerator's form, on CPU
         many = run("many", **{"train.seeds": "0,1", "train.seeds_impl": "vmap"})
         assert many["seeds_impl"] == "vmap"
     else:
