@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
     e = sub.add_parser("eval", help="evaluate a trained run at passes 1..N, realism judged "
                                     "(writes WORKDIR/eval_<split>_passes<N>/eval.json and figures)")
-    e.add_argument("workdir", help="the run's workdir (its newest checkpoint is evaluated)")
+    e.add_argument("workdir", nargs="+",
+                   help="the run's workdir (its newest checkpoint is evaluated); several are "
+                        "evaluated in turn, a many-seed run's as its seeds' runs")
     e.add_argument("--passes", type=int, default=None,
                    help="evaluate passes 1..N (default: the passes it trained; more allowed)")
     e.add_argument("--split", choices=("test", "val"), default="test",
@@ -105,16 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "eval":
         from raegan_jax.evaluate import eval_table, evaluate_run
-        try:
-            ev = evaluate_run(args.workdir, args.passes, args.data_dir, split=args.split,
-                              realism=not args.no_judge, log=lambda msg: print(msg, file=sys.stderr))
-        except (ConfigError, DataError, CheckpointError) as e:
-            print(f"raegan: error: {e}", file=sys.stderr)
-            return 2
-        print(eval_table(ev))
-        print(json.dumps({k: ev[k] for k in ("passes", "split", "recon_loss", "psnr", "judge_auc")
-                          if k in ev}))
-        return 0
+        from raegan_jax.seeds import run_dirs
+        failed = 0
+        for run in [r for w in args.workdir for r in run_dirs(w)]:
+            try:
+                ev = evaluate_run(run, args.passes, args.data_dir, split=args.split,
+                                  realism=not args.no_judge,
+                                  log=lambda msg: print(msg, file=sys.stderr))
+            except (ConfigError, DataError, CheckpointError) as e:
+                print(f"raegan: error: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            print(eval_table(ev))
+            print(json.dumps({k: ev[k] for k in ("run", "passes", "split", "recon_loss", "psnr",
+                                                 "judge_auc") if k in ev}))
+        return 2 if failed else 0
     if (args.coordinator_address is None) != (args.num_processes is None) or (
             args.coordinator_address is None) != (args.process_id is None):
         parser.error("--coordinator-address, --num-processes and --process-id go together")

@@ -13,12 +13,26 @@ later resumes them) and no further job starts.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Callable
+
+# ``raegan …`` runs as this interpreter's CLI: right even where the venv is not activated
+# (its scripts folder not on PATH, e.g. ``PYTHON=/path/to/venv/bin/python``). The environment
+# variable RAEGAN (a command, e.g. a wrapper script) replaces it.
+RAEGAN = shlex.split(os.environ.get("RAEGAN", "")) or [sys.executable, "-m", "raegan_jax"]
+
+
+def resolve(cmd: list[str]) -> list[str]:
+    """``cmd`` with a leading ``raegan`` replaced by :data:`RAEGAN`."""
+    return RAEGAN + cmd[1:] if cmd[:1] == ["raegan"] else cmd
+
 
 # What a command is wrapped in on worker i (e.g. ``taskset -c …`` to pin it to CPUs).
 Wrap = Callable[[int, list[str]], list[str]]
@@ -63,8 +77,9 @@ def run_jobs(jobs: list[Job], workers: int, *, poll_s: float = 2.0, wrap: Wrap |
       poll_s: how often a worker with no ready job looks again (seconds).
       wrap: wraps worker i's commands (e.g. CPU pinning).
       on_start: called with each job and its command as it starts.
-      on_end: called with each job, its exit code (or the message of the
-        ``FileNotFoundError`` that kept it from starting) and its wall seconds.
+      on_end: called with each job, its exit code (or the message of the error that kept
+        it from starting: a ``FileNotFoundError`` of its ``command``, a command that
+        cannot be run) and its wall seconds.
 
     Returns:
       The :class:`Outcome`.
@@ -93,13 +108,18 @@ def run_jobs(jobs: list[Job], workers: int, *, poll_s: float = 2.0, wrap: Wrap |
             except FileNotFoundError as e:  # e.g. a branch whose source did not get there
                 rc: int | str = str(e)
             else:
-                cmd = wrap(i, cmd) if wrap else cmd
-                on_start(job, cmd)
-                with open(job.log, "a") as log, lock:
-                    # Its own session: a terminal's Ctrl-C reaches it once, through forward().
-                    procs[job.name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                       start_new_session=True)
-                rc = procs[job.name].wait()
+                wrapped = (lambda c: wrap(i, c)) if wrap else (lambda c: c)
+                on_start(job, wrapped(cmd))
+                cmd = wrapped(resolve(cmd))
+                try:
+                    with open(job.log, "a") as log, lock:
+                        # Its own session: a terminal's Ctrl-C reaches it once, through forward().
+                        procs[job.name] = subprocess.Popen(
+                            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                except OSError as e:  # the command or the log cannot be opened: this job fails
+                    rc = f"cannot start {cmd[0]}: {e}"
+                else:
+                    rc = procs[job.name].wait()
             with lock:
                 ended.add(job.name)
                 if rc:

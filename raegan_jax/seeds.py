@@ -21,6 +21,7 @@ How the members share a program (``train.seeds_impl``):
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax.checkpoint import Checkpointer
-from raegan_jax.config import Config
+from raegan_jax.config import Config, from_dict
 from raegan_jax.parallel import to_host
 
 
@@ -51,6 +52,16 @@ def member_config(cfg: Config, seed: int) -> Config:
 
 def member_dir(workdir: pathlib.Path, seed: int) -> pathlib.Path:
     return workdir / f"seed{seed}"
+
+
+def run_dirs(path: str | pathlib.Path) -> list[pathlib.Path]:
+    """The runs a workdir holds: each seed's folder of a many-seed run, else the workdir."""
+    path = pathlib.Path(path)
+    if (path / "config.json").is_file():
+        cfg = from_dict(json.loads((path / "config.json").read_text()))
+        if many(cfg):
+            return [member_dir(path, s) for s in cfg.train.seeds]
+    return [path]
 
 
 def members(cfg: Config, workdir: pathlib.Path) -> list[tuple[Config, pathlib.Path]]:

@@ -149,13 +149,14 @@ def _run_report(tmp_path, wait=True, **env):
     fake = bin_dir / "raegan"
     fake.write_text(FAKE_RAEGAN.format(python=sys.executable))
     fake.chmod(0o755)
-    # The script runs this interpreter (PYTHON), never a `python` found on PATH: a symlink to
+    # `raegan …` runs as RAEGAN (default: this interpreter's `python -m raegan_jax`, never a
+    # `raegan` found on PATH, which may be another environment's). The script runs this interpreter (PYTHON), never a `python` found on PATH: a symlink to
     # a venv's interpreter from outside the venv starts the base Python, which on a clean
     # machine has no jax; a pyenv shim on PATH may find a real `raegan`.
     proc = subprocess.Popen(["bash", str(REPO / "experiments" / "run_report.sh"),
                              str(tmp_path / "runs")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                            env={**os.environ, "RAEGAN": str(fake),
                                  "PYTHONPATH": str(REPO), "PYTHON": sys.executable,
                                  "RUN_REPORT_POLL_S": "0.1", **env})
     if not wait:
@@ -185,10 +186,7 @@ def test_run_report_splits_the_cpus_between_its_workers(monkeypatch):
     seeds = {"SEEDS": "0,1,2", "EVAL_PASSES": "5"}
     cmd = rr.command("x", runs, chain, stage, seeds)
     assert "train.seeds=0,1,2" in cmd and not any(c.startswith("train.seed=") for c in cmd)
-    assert rr.eval_command(runs / "x", seeds) == [
-        "bash", "-c", " && ".join(f"raegan eval {runs / 'x' / f'seed{s}'} --passes 5" for s in range(3))]
-    assert rr.eval_command(runs / "x", {"EVAL_PASSES": "5"}) == ["raegan", "eval", str(runs / "x"),
-                                                                 "--passes", "5"]
+    assert rr.eval_command(runs / "x", seeds) == ["raegan", "eval", str(runs / "x"), "--passes", "5"]
 
 
 def test_a_chained_run_waits_for_a_many_seed_sources_seeds_to_pass_its_stage(tmp_path):
@@ -304,3 +302,18 @@ def test_bench_loop_sets_a_short_runs_images_per_sec_beside_its_programs(tiny_mn
     assert row["loop_efficiency"] == pytest.approx(row["loop_images_per_sec"] / row["step_images_per_sec"])
     assert 0.05 < row["loop_efficiency"] < 5
     assert "loop_efficiency" in bench.markdown(rows, bench.environment())
+
+
+def test_the_orchestrator_runs_raegan_as_its_own_interpreters_cli(tmp_path):
+    """`raegan …` runs as `sys.executable -m raegan_jax …` (a venv need not be activated);
+    a command that cannot start fails its job with one message and the others go on."""
+    import sys
+    from raegan_jax.launch import Job, resolve, run_jobs
+    assert resolve(["raegan", "eval", "w"]) == [sys.executable, "-m", "raegan_jax", "eval", "w"]
+    assert resolve(["bash", "raegan"]) == ["bash", "raegan"]
+    ends = {}
+    jobs = [Job("missing", lambda: [str(tmp_path / "no_such_program")], tmp_path / "a.log"),
+            Job("help", lambda: ["raegan", "--help"], tmp_path / "b.log")]
+    out = run_jobs(jobs, 1, poll_s=0.01, on_end=lambda job, rc, s: ends.update({job.name: rc}))
+    assert out.failed == ["missing"] and "no_such_program" in ends["missing"]
+    assert ends["help"] == 0 and "usage: raegan" in (tmp_path / "b.log").read_text()

@@ -83,7 +83,7 @@ def test_a_plain_ae_is_evaluated_recursively(tmp_path, tiny_mnist):
 
 def test_raegan_eval_command(raegan_run, tiny_mnist, tmp_path):
     wd, _ = raegan_run
-    run = lambda *a: subprocess.run([sys.executable, "-m", "raegan_jax.cli", "eval", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "raegan_jax", "eval", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=300,
                                     env={**os.environ, "PYTHONPATH": str(REPO),
                                          "JAX_PLATFORMS": "cpu"})

@@ -140,7 +140,14 @@ def test_a_many_seed_run_takes_its_ae_stage_from_one_of_the_same_seeds(tmp_path,
         assert_same_records(mine[1:], read_metrics(tmp_path / "straight" / f"seed{seed}")[1:])
     with pytest.raises(rj.ConfigError, match="these differ: train.seeds"):
         run("other", **{**game, "train.seeds": "0,2"}, **{"train.ae_stage_from": str(tmp_path / "source")})
-
+    # `raegan eval` of a many-seed run evaluates each seed's run
+    from raegan_jax.cli import main
+    assert main(["eval", str(tmp_path / "shared"), "--passes", "3", "--no-judge",
+                 "--data-dir", str(tiny_mnist)]) == 0
+    for seed in (0, 1):
+        ev = json.loads((tmp_path / "shared" / f"seed{seed}" / "eval_test_passes3" / "eval.json")
+                        .read_text())
+        assert ev["run"] == str(tmp_path / "shared" / f"seed{seed}") and len(ev["psnr"]) == 3
 
 
 def test_batches_gathered_on_device_are_the_host_gathers():
