@@ -20,21 +20,15 @@ import pathlib
 import time
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax import data as data_lib
 from raegan_jax import figures, judge
 from raegan_jax.config import Config, ConfigError, apply_overrides
-from raegan_jax.models import to_images
 from raegan_jax.parallel import make_mesh, put_replicated, to_host
-from raegan_jax.programs import Evaluator
-from raegan_jax.realism import radial_power_spectrum
+from raegan_jax.programs import Evaluator, game_d_scores, reconstructions
+from raegan_jax.realism import hf_ratio, radial_power_spectrum
 from raegan_jax.runs import load_run
-from raegan_jax.state import eval_d_params, eval_params
-from raegan_jax.steps import ae_logits, bind
-from raegan_jax.workdir import hf_ratio
 
 
 _RECURSIVE = {"ae": "rae", "aegan": "raegan"}  # the same networks, applied recursively
@@ -50,34 +44,12 @@ def at_passes(cfg: Config, passes: int) -> Config:
     return apply_overrides(cfg, {"model.family": family, "model.passes": passes})
 
 
-def reconstructions(cfg: Config, params, *image_sets: np.ndarray, chunk: int = 512
-                    ) -> list[np.ndarray]:
-    """Every pass's reconstruction of each of ``image_sets`` (uint8 [N, H, W, C]) as 8-bit
-    images [passes, N, H, W, C], in chunks of ``chunk``: one program compiled for all (the
-    last chunk of a set is padded)."""
-    b = bind(cfg)
-    run = jax.jit(lambda p, x: judge.quantise(to_images(ae_logits(b, p, x.astype(jnp.float32) / 255.0))))
-
-    def one(images):
-        out = []
-        for i in range(0, len(images), chunk):
-            x = images[i:i + chunk]
-            pad = chunk - len(x)
-            y = run(params, np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.uint8)]) if pad else x)
-            out.append(np.asarray(y)[:, :len(x)])
-        return np.concatenate(out, axis=1)
-
-    return [one(images) for images in image_sets]
-
-
-def game_d_auc(cfg: Config, d_params, reals: np.ndarray, fakes: np.ndarray) -> list[float]:
+def game_d_auc(cfg: Config, state, reals: np.ndarray, fakes: np.ndarray) -> list[float]:
     """The game's own D as a two-sample test: the AUC of its "real" logits, ``reals``
     (uint8 [N, ...]) against each pass's ``fakes`` ([P, N, ...]). 0.5: D tells them apart
     no better than chance."""
-    b = bind(cfg)
-    score = jax.jit(lambda x: b.disc.apply({"params": d_params}, x.astype(jnp.float32) / 255.0))
-    real = np.asarray(score(reals))
-    return [float(judge.auc(real, np.asarray(score(f)))) for f in fakes]
+    real, *fake = game_d_scores(cfg, state, reals, *fakes)
+    return [float(judge.auc(real, f)) for f in fake]
 
 
 def evaluate_run(path: str | pathlib.Path, passes: int | None = None,
@@ -141,9 +113,8 @@ def _realism(cfg: Config, state, train_images: np.ndarray, images: np.ndarray, s
              log: Callable[[str], None]) -> dict:
     """The judge's AUC per pass (trained on ``train_images`` against their reconstructions,
     scored on ``images`` against theirs), the game D's AUC and the power spectra."""
-    params = eval_params(state)
     t0 = time.perf_counter()
-    fakes_train, fakes = reconstructions(cfg, params, train_images, images)
+    fakes_train, fakes = reconstructions(cfg, state, train_images, images)
     out: dict = {"judge_recipe": dataclasses.asdict(judge.RECIPE),
                  "judge_train_examples": len(train_images),
                  "judge_auc": [], "judge_auc_interval": [], "judge_auc_seeds": []}
@@ -156,7 +127,7 @@ def _realism(cfg: Config, state, train_images: np.ndarray, images: np.ndarray, s
             f"[{verdict['auc_interval'][0]:.4f}, {verdict['auc_interval'][1]:.4f}] "
             f"({time.perf_counter() - t0:.0f} s)")
     if cfg.is_gan:
-        out["game_d_auc"] = game_d_auc(cfg, eval_d_params(state), images, fakes)
+        out["game_d_auc"] = game_d_auc(cfg, state, images, fakes)
     freq, real_power = radial_power_spectrum(images.astype(np.float32) / 255.0)
     out["spectrum"] = {"frequency": np.asarray(freq).tolist(), "real": np.asarray(real_power).tolist(),
                        "passes": [np.asarray(radial_power_spectrum(f.astype(np.float32) / 255.0)[1]).tolist()

@@ -94,11 +94,6 @@ def auc(real_scores: np.ndarray, fake_scores: np.ndarray) -> np.ndarray:
     return (ranks[..., :n_r].sum(-1) - n_r * (n_r + 1) / 2) / (n_r * n_f)
 
 
-def quantise(images: jax.Array) -> jax.Array:
-    """Images in [0, 1] as 8-bit values (what a saved PNG holds)."""
-    return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
-
 def _critic_programs(recipe: Recipe):
     """The jitted pieces of :func:`_train_and_score`, each over ``recipe.seeds`` critics at once."""
     critic = Critic(recipe.widths)

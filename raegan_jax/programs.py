@@ -23,8 +23,8 @@ from raegan_jax.parallel import (DATA_AXIS, batch_sharded, check_batch_divides, 
                                  put_batch, put_global, replicated)
 from raegan_jax.stages import AE_STAGE, ae_stage_config, split_by_group
 from raegan_jax.state import TrainState, restart_ae_optimizer
-from raegan_jax.steps import (Metrics, _require_epoch_length, bind, eval_step_fn,
-                              train_step_fn)
+from raegan_jax.steps import (Metrics, _require_epoch_length, bind, d_scores,
+                              eval_step_fn, reconstruction_images, train_step_fn)
 
 # --------------------------------------------------------------------------- jitting
 
@@ -328,3 +328,31 @@ def sweep_programs(cfg: Config, kinds: set, n_dispatch: int, steps_per_epoch: in
                                   steps_per_epoch=steps_per_epoch, mesh=mesh,
                                   stage=None if kind == AE_STAGE else kind)
             for kind in sorted(kinds, key=repr)}
+
+
+# --------------------------------------------------------------------------- a run's outputs
+
+def reconstructions(cfg: Config, state: TrainState, *image_sets: np.ndarray, chunk: int = 512
+                    ) -> list[np.ndarray]:
+    """Every pass's reconstruction of each of ``image_sets`` (uint8 [N, H, W, C]) as 8-bit
+    images [passes, N, H, W, C], by the weights the run evaluates, in chunks of ``chunk``:
+    one program compiled for all (the last chunk of a set is padded)."""
+    run = jax.jit(functools.partial(reconstruction_images, bind(cfg)))
+
+    def one(images):
+        out = []
+        for i in range(0, len(images), chunk):
+            x = images[i:i + chunk]
+            pad = chunk - len(x)
+            y = run(state, np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.uint8)]) if pad else x)
+            out.append(np.asarray(y)[:, :len(x)])
+        return np.concatenate(out, axis=1)
+
+    return [one(images) for images in image_sets]
+
+
+def game_d_scores(cfg: Config, state: TrainState, *image_sets: np.ndarray) -> list[np.ndarray]:
+    """The game D's "real" logits [N] of each of ``image_sets`` (uint8 [N, H, W, C])."""
+    score = jax.jit(functools.partial(d_scores, bind(cfg)))
+    return [np.asarray(score(state, images)) for images in image_sets]
+

@@ -22,11 +22,24 @@ import math
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 HF_SIGMA = 1.0  # pixels
 
 
 _TAPS = 2 * math.ceil(3 * HF_SIGMA) + 1
+
+
+def quantise(images: jax.Array) -> jax.Array:
+    """Images in [0, 1] as 8-bit values (what a saved PNG holds)."""
+    return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def hf_ratio(evals: dict) -> list[float]:
+    """Per pass, the reconstructions' high-frequency energy over the real images', from an
+    evaluation's (fetched) means ``hf_energy`` [passes] and ``hf_energy_real``."""
+    ratio = np.asarray(evals["hf_energy"]) / np.asarray(evals["hf_energy_real"])
+    return np.asarray(ratio, np.float64).tolist()
 
 
 def high_frequency_energies(images: jax.Array) -> jax.Array:

@@ -24,11 +24,10 @@ import optax
 
 from raegan_jax import diagnostics, losses
 from raegan_jax.config import RECURSIVE_FAMILIES, Config, ConfigError
-from raegan_jax.cycle import cycle_pass
 from raegan_jax.models import build_models, to_images
 from raegan_jax.parallel import in_chunks, largest_divisor
-from raegan_jax.realism import high_frequency_energies
-from raegan_jax.recursion import rae_objective, recursive_apply
+from raegan_jax.realism import high_frequency_energies, quantise
+from raegan_jax.recursion import cycle_pass, rae_objective, recursive_apply
 from raegan_jax.stages import (STAGE_AE, STAGE_D, STAGE_RECON, controller_update, next_stage,
                                pass_weights, stage_impl)
 from raegan_jax.state import TrainState, eval_d_params, eval_params, make_optimizers, update_count
@@ -112,6 +111,19 @@ def ae_logits(b: Bound, ae_params: Any, images: jax.Array) -> jax.Array:
     return in_chunks(recursion, chunks, batch_axis=1)(images)
 
 
+def reconstruction_images(b: Bound, state: TrainState, images: jax.Array) -> jax.Array:
+    """Every pass's reconstruction of ``images`` (uint8 [N, H, W, C]) by the weights the
+    run evaluates (:func:`~raegan_jax.state.eval_params`), as 8-bit images
+    [passes, N, H, W, C]."""
+    return quantise(to_images(ae_logits(b, eval_params(state), as_images(images))))
+
+
+def d_scores(b: Bound, state: TrainState, images: jax.Array) -> jax.Array:
+    """The game D's "real" logits [N] of ``images`` (uint8 or float [N, H, W, C]), by the
+    weights the run evaluates (:func:`~raegan_jax.state.eval_d_params`)."""
+    return b.disc.apply({"params": eval_d_params(state)}, as_images(images))
+
+
 # Images per chunk that ran fastest on a 2-core x86 CPU (XLA:CPU, jax 0.10):
 # CIFAR-10 batch 128 in 4 chunks 55 ms vs 71 ms whole (rae 154 vs 200 ms);
 # MNIST batch 128 in 2 chunks 29 ms vs 37 ms, but 43 ms in 4 chunks.
@@ -137,7 +149,7 @@ def batch_chunks(cfg: Config, batch_size: int) -> int:
 def pass_index(b: Bound, state: TrainState, batch_size: int) -> jax.Array:
     """[B] zero-based pass each sample trains on under the ``cycle`` objective.
 
-    :func:`raegan_jax.cycle.cycle_pass` is the one definition (the PyTorch
+    :func:`raegan_jax.recursion.cycle_pass` is the one definition (the PyTorch
     twin calls it too): the sweep's start s depends only on ``train.seed``
     and the sweep number ``step // steps_per_epoch``, so every step of a
     sweep shares it and a resumed run draws the same s.

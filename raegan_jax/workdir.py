@@ -27,6 +27,7 @@ import numpy as np
 
 from raegan_jax import losses
 from raegan_jax.config import Config
+from raegan_jax.realism import hf_ratio
 from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS
 
 
@@ -202,12 +203,6 @@ def epoch_record(epoch: int, sweeps: list[tuple[str | None, dict]], evals: dict 
             if "d_fake_acc" + suffix in evals:
                 rec["val/balance_gap" + suffix] = losses.balance_gap(evals["d_fake_acc" + suffix])
     return rec
-
-
-def hf_ratio(evals: dict) -> list[float]:
-    """Per pass, the reconstructions' high-frequency energy over the real images'
-    (:mod:`raegan_jax.realism`), from an evaluation's (fetched) means."""
-    return _value(np.asarray(evals["hf_energy"]) / np.asarray(evals["hf_energy_real"]))
 
 
 def train_recon_loss(rec: dict) -> list[float] | None:

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 import raegan_jax as rj
-from raegan_jax import bench
+from raegan_jax import bench, bench_runs
 
 from conftest import TINY
 
@@ -15,25 +15,25 @@ def test_report_schedule_counts_what_each_preset_runs():
     mnist, cifar = (60000, 10000), (8068, 1017)
     # 20 epochs of the AE alone, then 180 of the game; 7,000 images a epoch (54 steps);
     # every epoch evaluates the 5,000 validation images (40 batches), the end the 2,000 test ones.
-    assert bench.report_schedule(rj.get_preset("mnist_aegan"), mnist) == {
+    assert bench_runs.report_schedule(rj.get_preset("mnist_aegan"), mnist) == {
         "ae_stage": 20 * 54, "one-program": 180 * 54, "eval": 200 * 40 + 16}
-    assert bench.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 40 + 5}
+    assert bench_runs.report_schedule(rj.get_preset("mnist_ae"), mnist) == {"-": 100 * 23, "eval": 100 * 40 + 5}
     # the report's phases: every epoch three specialised sweeps; the offline 8,068 images less
     # the 1,000 validation ones at the preset's batch 32 (220 steps); 32 validation batches an
     # evaluated epoch, 32 test batches once (1,017 images, the last batch padded)
     phases = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
                                              "train.ae_stage_epochs": 0,
                                              "train.eval_every_epochs": 4})
-    assert bench.report_schedule(phases, cifar) == {"recon": 20 * 220, "d": 20 * 220,
+    assert bench_runs.report_schedule(phases, cifar) == {"recon": 20 * 220, "d": 20 * 220,
                                                     "ae": 20 * 220, "eval": 5 * 32 + 32}
     at128 = rj.get_preset("cifar10_aegan", {"gan.stage_policy": "phases", "train.epochs": 20,
                                             "train.ae_stage_epochs": 0,
                                             "train.eval_every_epochs": 4, "train.batch_size": 128})
-    assert bench.report_schedule(at128, cifar) == {"recon": 20 * 55, "d": 20 * 55, "ae": 20 * 55,
+    assert bench_runs.report_schedule(at128, cifar) == {"recon": 20 * 55, "d": 20 * 55, "ae": 20 * 55,
                                                    "eval": 5 * 8 + 8}
     # fewer images on disk than the preset asks for: the run takes what exists
     # (and cifar10_rae's AE stage runs the plain AE's program: 120 of its 150 epochs)
-    calls = bench.report_schedule(rj.get_preset("cifar10_rae"), (2000, 100))  # batch 32, 1,000 held out
+    calls = bench_runs.report_schedule(rj.get_preset("cifar10_rae"), (2000, 100))  # batch 32, 1,000 held out
     assert (calls["ae_stage"], calls["-"]) == (120 * 31, 30 * 31)
 
 
@@ -71,14 +71,14 @@ def test_the_report_chains_the_ae_stages_it_can_and_costs_them_once():
     assert chain(all_six, offline, {"train.seed": "1"}) == every  # all seed 1
     # A chained run's schedule skips the stage's training and its evaluations.
     chained = rj.get_preset("cifar10_rae", {"train.ae_stage_from": "runs/cifar10_ae"})
-    assert bench.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 220, "eval": 30 * 32 + 32}
+    assert bench_runs.report_schedule(chained, offline["cifar10"]) == {"-": 30 * 220, "eval": 30 * 32 + 32}
 
 
 def test_report_times_the_programs_and_sums_them(tiny_mnist, tmp_path):
     # two AE-stage epochs, two epochs of the game
     over = {**TINY, "train.epochs": 4, "data.train_examples": 96, "train.ae_stage_epochs": 2}
     log = []
-    rows = bench.bench_report(["mnist_aegan"], repeats=2, warmup=0, overrides=over,
+    rows = bench_runs.bench_report(["mnist_aegan"], repeats=2, warmup=0, overrides=over,
                               data_dir=str(tiny_mnist), log=log.append)
     by = {r["stage"]: r for r in rows}
     progs = ("ae_stage", "one-program", "eval")
@@ -295,7 +295,7 @@ def test_bench_loop_sets_a_short_runs_images_per_sec_beside_its_programs(tiny_mn
     """`raegan bench --loop`: the loop's training images/s in a real short run against what
     its own programs reach alone; a loop that wasted time would show below 1."""
     over = {**TINY, "data.train_examples": 64}
-    rows = bench.bench_loop(["mnist_aegan"], 2, repeats=3, warmup=1, overrides=over,
+    rows = bench_runs.bench_loop(["mnist_aegan"], 2, repeats=3, warmup=1, overrides=over,
                             data_dir=str(tiny_mnist), log=lambda m: None)
     (row,) = rows
     assert row["preset"] == "mnist_aegan" and row["batch"] == 32

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from raegan_jax import judge
+from raegan_jax.realism import quantise
 from raegan_jax.data import find_raw
 
 
@@ -41,7 +42,7 @@ def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
     import jax.numpy as jnp
     x = jnp.asarray(images, jnp.float32) / 255.0
     blurred = jax.vmap(lambda im: pix.gaussian_blur(im, sigma, 7))(x)
-    return np.asarray(judge.quantise(blurred))
+    return np.asarray(quantise(blurred))
 
 
 def test_the_judge_is_calibrated_on_real_images(cifar):

@@ -5,8 +5,7 @@ import pytest
 
 import raegan_jax as rj
 from raegan_jax import losses
-from raegan_jax.cycle import cycle_offset, cycle_pass
-from raegan_jax.recursion import rae_objective, recursive_apply
+from raegan_jax.recursion import cycle_offset, cycle_pass, rae_objective, recursive_apply
 from raegan_jax.steps import bind, pass_index
 
 

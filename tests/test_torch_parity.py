@@ -139,7 +139,9 @@ def test_the_twins_cycle_is_the_reports_schedule():
         assert rows == [(rows[0] + i) % passes for i in range(spe * bs)]
         starts.add(rows[0])
     assert starts == {0, 1, 2}
-    assert "raegan_jax.cycle" not in pathlib.Path(torch_impl.__file__).read_text()
+    # the twin computes its schedule itself: it imports nothing of raegan_jax
+    import re
+    assert not re.search(r"^\s*(from|import) raegan_jax", pathlib.Path(torch_impl.__file__).read_text(), re.M)
 
 
 def test_cycle_passes_are_the_same_for_every_sample_of_two_epochs():

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax import judge
+from raegan_jax.realism import quantise
 from raegan_jax.data import DataError, find_raw, load
 from raegan_jax.configs import get_preset
 
@@ -26,7 +27,7 @@ from raegan_jax.configs import get_preset
 def blur(images: np.ndarray, sigma: float) -> np.ndarray:
     """uint8 images blurred at ``sigma`` px (7 taps), quantised back to 8 bits."""
     x = jnp.asarray(images, jnp.float32) / 255.0
-    return np.asarray(judge.quantise(jax.vmap(lambda im: pix.gaussian_blur(im, sigma, 7))(x)))
+    return np.asarray(quantise(jax.vmap(lambda im: pix.gaussian_blur(im, sigma, 7))(x)))
 
 
 def main() -> None:
