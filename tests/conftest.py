@@ -47,11 +47,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # order collected (`--no-loadscope-reorder`; its default order is by test count, which put the
 # one-test notebook and README files, ~40 s each, last): the costliest files first, so that
 # neither worker ends the suite alone on a long file (per-file totals of `--durations=0` on
-# 2 cores; simulated, about 40 s of the suite's wall time). Files not named follow, as collected.
-COSTLIEST_FILES_FIRST = ("test_train.py", "test_steps.py", "test_remedies.py", "test_learning.py",
-                         "test_resilience.py", "test_models.py", "test_torch_parity.py",
-                         "test_balance.py", "test_metrics.py", "test_bench.py", "test_notebook.py",
-                         "test_readme.py", "test_config.py", "test_recursion.py", "test_sharding.py")
+# 2 cores, 2026-12-08; test_judge.py and test_seeds.py, unnamed, once ran last: ~2 min of one
+# worker alone at the end). Files not named follow, as collected.
+COSTLIEST_FILES_FIRST = ("test_train.py", "test_seeds.py", "test_remedies.py", "test_learning.py",
+                         "test_torch_parity.py", "test_steps.py", "test_resilience.py",
+                         "test_metrics.py", "test_judge.py", "test_notebook.py", "test_bench.py",
+                         "test_readme.py", "test_balance.py", "test_models.py",
+                         "test_game_levers.py", "test_evaluate.py", "test_recursion.py",
+                         "test_sharding.py", "test_cli.py", "test_config.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -45,17 +45,24 @@ def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(quantise(blurred))
 
 
+# Training pairs the calibration test trains its critics on: 2,000 of the 8,068 training
+# images (a quarter of the cost; the MNIST presets' runs are judged on 3,000). The recipe's
+# calibration on all of them is in experiments/notes/2026-12-07-validation-and-judge.md
+# (0.509 and 0.999).
+CALIBRATION_PAIRS = 2000
+
+
 def test_the_judge_is_calibrated_on_real_images(cifar):
-    """The documented recipe, on real CIFAR-10 (training images to train, test images to
-    score): real images against other real images are at chance (0.5 ± 0.05), and the same
-    reals blurred at σ = 1 px are told apart (≥ 0.9)."""
+    """The documented recipe, on real CIFAR-10 (training images to train, every test image
+    to score): real images against other real images are at chance (0.5 ± 0.05), and the
+    same reals blurred at σ = 1 px are told apart (≥ 0.9)."""
     train, test = cifar
-    h, ht = len(train) // 2, len(test) // 2
+    n, ht = CALIBRATION_PAIRS, len(test) // 2
     rng = np.random.default_rng(0)  # random halves (file order need not be exchangeable)
     tr, te = train[rng.permutation(len(train))], test[rng.permutation(len(test))]
-    same = judge.two_sample_test(tr[:h], tr[h:2 * h], te[:ht], te[ht:])
+    same = judge.two_sample_test(tr[:n], tr[n:2 * n], te[:ht], te[ht:])
     assert abs(same["auc"] - 0.5) <= 0.05, same
     lo, hi = same["auc_interval"]
     assert lo < same["auc"] < hi and hi - lo < 0.15
-    blurred = judge.two_sample_test(train, _blur(train, 1.0), test, _blur(test, 1.0))
+    blurred = judge.two_sample_test(tr[:n], _blur(tr[:n], 1.0), test, _blur(test, 1.0))
     assert blurred["auc"] >= 0.9 and min(blurred["auc_seeds"]) >= 0.9, blurred

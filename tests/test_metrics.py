@@ -144,12 +144,13 @@ def test_diagnostics_see_a_dead_encoder_and_a_constant_output(key):
     params = rj.create_train_state(cfg, key).ae_params
     x = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3))
     obj = lambda p: losses.recon_loss(ae.apply({"params": p}, x, method="logits"), x, "bce").mean()  # noqa: E731
-    alive = diagnostics.ae_diagnostics(ae, params, x, obj)
+    diag = jax.jit(lambda p: diagnostics.ae_diagnostics(ae, p, x, obj))  # one compile, not one per op
+    alive = diag(params)
     assert alive["diag/out_batch_std"] > 0.0 and alive["diag/dead_frac/enc_stem"] < 1.0
     # Kill the first layer: biases far below zero make every ReLU output 0.
     dead = jax.tree.map(lambda a: a, params)
     dead["enc_stem"] = {**dead["enc_stem"], "bias": jnp.full_like(dead["enc_stem"]["bias"], -100.0)}
-    m = diagnostics.ae_diagnostics(ae, dead, x, obj)
+    m = diag(dead)
     assert float(m["diag/dead_frac/enc_stem"]) == 1.0
     # One image for every input (the plateau), up to rounding in the batch's std.
     assert float(m["diag/out_batch_std"]) == pytest.approx(0.0, abs=1e-6)

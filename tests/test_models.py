@@ -101,11 +101,13 @@ def test_subpixel_decoder_equals_transposed_conv(model, shape):
     """The sub-pixel form computes the same function with the same parameters."""
     x = jax.random.uniform(jax.random.key(3), shape)
     plain, sub = model(decoder_impl="transpose"), model(decoder_impl="subpixel")
-    params = plain.init(jax.random.key(4), x)
-    # Random, non-small weights so every tap matters.
-    params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.3, params)
-    assert jax.tree.structure(params) == jax.tree.structure(sub.init(jax.random.key(4), x))
-    a, b = plain.apply(params, x), sub.apply(params, x)
+    # Random, non-small weights so every tap matters. Jitted: one compile, not one per op.
+    params = jax.jit(lambda k: jax.tree.map(
+        lambda p: jax.random.normal(jax.random.key(p.size), p.shape) * 0.3, plain.init(k, x)))(
+        jax.random.key(4))
+    assert jax.tree.structure(params) == jax.tree.structure(
+        jax.eval_shape(sub.init, jax.random.key(4), x))
+    a, b = jax.jit(plain.apply)(params, x), jax.jit(sub.apply)(params, x)
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4 * float(jnp.abs(a).max()))
 
 

@@ -55,14 +55,14 @@ def test_gradient_flows_through_every_pass(mnist):
             y = jax.nn.sigmoid(logits)
         return total
 
-    g1, g2 = jax.grad(scanned)(params), jax.grad(by_hand)(params)
+    g1, g2 = jax.jit(jax.grad(scanned))(params), jax.jit(jax.grad(by_hand))(params)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
 
     def last_only(p):  # the last pass alone still reaches pass-1 activations
         logits = recursive_apply(lambda y: f(p, y), x, 3, feedback=jax.nn.sigmoid)
         return losses.recon_loss(logits[-1], x, "bce").sum()
-    g3 = jax.grad(last_only)(params)
+    g3 = jax.jit(jax.grad(last_only))(params)
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g3))
 
 

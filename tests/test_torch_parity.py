@@ -87,7 +87,7 @@ def test_same_weights_same_outputs_losses_and_gradients(dataset, real_batches):
         def loss_fn(p):
             return losses.recon_loss(ae.apply({"params": p}, x64, method="logits"), x64,
                                      cfg.train.recon_loss).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(p64)
+        loss, grads = jax.jit(jax.value_and_grad(loss_fn))(p64)  # one compile, not one per op
         grads = jax.device_get(grads)
     t.ae.double()
     t_loss = torch_impl.recon_per_sample(t.ae(nchw(x).double()), nchw(x).double(),
