@@ -104,3 +104,35 @@ def test_as_written_trains_the_reports_recipe_and_set_still_applies(tmp_path):
     assert (cfg["data"]["resample_train"], cfg["train"]["warmup_steps"], cfg["train"]["ae_ema"]) == (
         False, 0, 0.0)
     assert cfg["train"]["epochs"] == 1 and cfg["train"]["ae_lr"] == 5e-3
+
+
+def _package_imports(path) -> set[str]:
+    """The package's modules ``path`` imports (those under ``if TYPE_CHECKING:`` left out)."""
+    import ast
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", "") == "TYPE_CHECKING"
+                   for b in node.body for n in ast.walk(b)}
+    mods = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only or not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        if node.module == "raegan_jax":
+            mods.update(a.name for a in node.names)
+        elif node.module.startswith("raegan_jax."):
+            mods.add(node.module.split(".")[1])
+    return mods - {path.stem if path.parent.name == "raegan_jax" else path.parent.name}
+
+
+def test_every_module_has_its_home_in_the_readme_and_few_imports():
+    """One home per idea: each module is named in the README's table of homes, and none but
+    the CLI (which dispatches to train, eval and bench) imports more than 9 of the others."""
+    readme = (REPO / "README.md").read_text()
+    package = REPO / "raegan_jax"
+    for path in package.glob("*.py"):
+        if path.name not in ("__init__.py", "__main__.py", "_env.py"):
+            assert f"`{path.name}`" in readme, f"{path.name} has no home in the README's table"
+    fan_in = {p.relative_to(package).as_posix(): _package_imports(p) for p in package.rglob("*.py")}
+    assert max(len(m) for m in fan_in.values()) > 3  # it counts what it should
+    heavy = {p: sorted(m) for p, m in fan_in.items() if len(m) > 9 and p != "cli.py"}
+    assert not heavy, heavy
