@@ -146,7 +146,7 @@ def interleaved(runners: dict[str, object], repeats: int, warmup: int) -> dict[s
     return times
 
 
-def _row(kind: str, cfg: Config, times: list[float], compile_s: float, extra: dict | None = None,
+def result_row(kind: str, cfg: Config, times: list[float], compile_s: float, extra: dict | None = None,
          stage: str = "") -> dict:
     med = statistics.median(times)
     q = np.percentile(times, [25, 75])
@@ -176,7 +176,7 @@ def bench_steps(datasets, families, batches, passes_list, repeats, warmup, torch
                     for mode in torch_modes:
                         runners[mode] = TorchRunner(cfg, compile=mode == "torch.compile", stage=stage)
                     times = interleaved(runners, repeats, warmup)
-                    jr = _row("jax", cfg, times["jax"], runners["jax"].compile_s,
+                    jr = result_row("jax", cfg, times["jax"], runners["jax"].compile_s,
                               {"xla_memory_bytes": runners["jax"].xla_bytes}, stage)
                     rows.append(jr)
                     msg = (f"{dataset:8s} {family:7s} {stage:5s} B={batch:<5d} passes={passes} "
@@ -184,13 +184,13 @@ def bench_steps(datasets, families, batches, passes_list, repeats, warmup, torch
                            f"compile {jr['compile_s']:.1f}s)")
                     if "jax one-program" in runners:
                         r1 = runners["jax one-program"]
-                        o = _row("jax one-program", cfg, times["jax one-program"], r1.compile_s,
+                        o = result_row("jax one-program", cfg, times["jax one-program"], r1.compile_s,
                                  {"xla_memory_bytes": r1.xla_bytes}, stage)
                         o["jax_speedup"] = o["ms_per_step"] / jr["ms_per_step"]
                         rows.append(o)
                         msg += f" | one-program {o['ms_per_step']:8.1f} ms"
                     for mode in torch_modes:
-                        tr = _row(mode, cfg, times[mode], runners[mode].compile_s, stage=stage)
+                        tr = result_row(mode, cfg, times[mode], runners[mode].compile_s, stage=stage)
                         tr["jax_speedup"] = tr["ms_per_step"] / jr["ms_per_step"]
                         rows.append(tr)
                         msg += f" | {mode} {tr['ms_per_step']:8.1f} ms -> jax x{tr['jax_speedup']:.2f}"
@@ -221,7 +221,7 @@ def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int,
                 state, s = fn(state, batches)
             jax.block_until_ready((state, s))
             times.append((time.perf_counter() - t) / n)
-        rows.append(_row(label, cfg, times, compile_s))
+        rows.append(result_row(label, cfg, times, compile_s))
     step = make_train_step(cfg, steps_per_epoch=spe)
     state = create_train_state(cfg, jax.random.key(0))
     batches = [data[i * batch:(i + 1) * batch] for i in range(n)]
@@ -234,7 +234,7 @@ def bench_multi_step(dataset: str, family: str, passes: int, batch: int, n: int,
             state, m = step(state, xb)
         jax.block_until_ready((state, m))
         times.append((time.perf_counter() - t) / n)
-    rows.insert(0, _row("host-fed, 1 step/call", cfg, times, 0.0))
+    rows.insert(0, result_row("host-fed, 1 step/call", cfg, times, 0.0))
     base = rows[0]["ms_per_step"]
     for r in rows:
         r["speedup_vs_host_fed"] = base / r["ms_per_step"]
@@ -289,7 +289,7 @@ def bench_seeds(datasets, families, batch: int, passes: int, n_seeds: int, repea
             base = None
             msg = f"{dataset:8s} {family:7s} B={batch}"
             for name, r in runners.items():
-                row = _row(name, cfg, times[name], r.compile_s, {"seeds": r.seeds})
+                row = result_row(name, cfg, times[name], r.compile_s, {"seeds": r.seeds})
                 row["images_per_sec"] *= r.seeds  # summed over the seeds
                 base = base or row["images_per_sec"]
                 row["speedup_vs_one_seed"] = row["images_per_sec"] / base
@@ -318,7 +318,7 @@ def bench_adaptive(datasets, families, batch: int, passes: int, repeats: int, wa
             times = interleaved(runners, repeats, warmup)
             base = statistics.median(times["fixed"])
             for k, r in runners.items():
-                row = _row(f"jax {k}", cfgs[k], times[k], r.compile_s, stage="ae")
+                row = result_row(f"jax {k}", cfgs[k], times[k], r.compile_s, stage="ae")
                 row["cost_vs_fixed"] = row["ms_per_step"] / (1e3 * base)
                 rows.append(row)
                 log(f"{dataset:8s} {family:7s} ae B={batch} passes={p} {k:18s} "

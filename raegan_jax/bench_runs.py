@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Callable
 
 from raegan_jax import data as data_lib
-from raegan_jax.bench import STAGES, EvalRunner, JaxRunner, SweepRunner, _row, interleaved
+from raegan_jax.bench import STAGES, EvalRunner, JaxRunner, SweepRunner, result_row, interleaved
 from raegan_jax.config import Config
 from raegan_jax.configs import get_preset
 from raegan_jax.runs import ae_stage_chain
@@ -127,7 +127,7 @@ def bench_report(presets, repeats: int, warmup: int, overrides=None, data_dir=No
         times = interleaved(runners, repeats, warmup)
         total_s, compile_s = 0.0, 0.0
         for prog, n in calls.items():
-            row = _row("jax", cfg, times[prog], runners[prog].compile_s, stage=prog)
+            row = result_row("jax", cfg, times[prog], runners[prog].compile_s, stage=prog)
             row.update(preset=name, calls=n, minutes=n * row["ms_per_step"] / 6e4)
             total_s += 60 * row["minutes"]
             compile_s += row["compile_s"]

@@ -13,6 +13,7 @@ later resumes them) and no further job starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import shlex
@@ -108,7 +109,7 @@ def run_jobs(jobs: list[Job], workers: int, *, poll_s: float = 2.0, wrap: Wrap |
             except FileNotFoundError as e:  # e.g. a branch whose source did not get there
                 rc: int | str = str(e)
             else:
-                wrapped = (lambda c: wrap(i, c)) if wrap else (lambda c: c)
+                wrapped = functools.partial(wrap, i) if wrap else (lambda c: c)
                 on_start(job, wrapped(cmd))
                 cmd = wrapped(resolve(cmd))
                 try:

@@ -12,7 +12,6 @@ config and state back (``raegan eval``-style scripts, the experiments, the warm 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import jax
@@ -25,7 +24,7 @@ from raegan_jax.data import train_used
 from raegan_jax.parallel import is_main, log, put_replicated, to_host
 from raegan_jax.stages import STAGE_RECON, ae_stage_config
 from raegan_jax.state import TrainState, carry_opt_state, create_train_state
-from raegan_jax.workdir import WorkdirError, decode_sums, read_records, write_records
+from raegan_jax.workdir import WorkdirError, decode_sums, read_config, read_records, write_records
 
 # ---------------------------------------------------------------------------------------
 # What may differ between runs: the one list.
@@ -59,13 +58,13 @@ def check_config(cfg: Config, workdir: pathlib.Path) -> bool:
       WorkdirError: the workdir holds a run of another preset or of settings
         that change what is computed (fields outside :data:`RESUMABLE`).
     """
-    cfg_file = workdir / "config.json"
-    if not cfg_file.exists():
-        return False
     try:
-        old = from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, json.JSONDecodeError) as e:
-        raise WorkdirError(f"{cfg_file} is unreadable ({e}); use another --workdir") from e
+        old = read_config(workdir)
+    except ValueError as e:
+        raise WorkdirError(f"{workdir / 'config.json'} is unreadable ({e}); use another --workdir"
+                           ) from e
+    if old is None:
+        return False
     problem = config_mismatch(old, cfg)
     if problem:
         raise WorkdirError(f"workdir {workdir} holds a run of {problem}; use another --workdir")

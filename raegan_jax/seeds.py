@@ -21,7 +21,6 @@ How the members share a program (``train.seeds_impl``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, Callable
 
@@ -30,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from raegan_jax.checkpoint import Checkpointer
-from raegan_jax.config import Config, from_dict
+from raegan_jax.config import Config
 from raegan_jax.parallel import to_host
+from raegan_jax.workdir import read_config
 
 
 def many(cfg: Config) -> bool:
@@ -57,11 +57,8 @@ def member_dir(workdir: pathlib.Path, seed: int) -> pathlib.Path:
 def run_dirs(path: str | pathlib.Path) -> list[pathlib.Path]:
     """The runs a workdir holds: each seed's folder of a many-seed run, else the workdir."""
     path = pathlib.Path(path)
-    if (path / "config.json").is_file():
-        cfg = from_dict(json.loads((path / "config.json").read_text()))
-        if many(cfg):
-            return [member_dir(path, s) for s in cfg.train.seeds]
-    return [path]
+    cfg = read_config(path)
+    return [member_dir(path, s) for s in cfg.train.seeds] if cfg and many(cfg) else [path]
 
 
 def members(cfg: Config, workdir: pathlib.Path) -> list[tuple[Config, pathlib.Path]]:

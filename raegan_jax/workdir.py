@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from raegan_jax import losses
-from raegan_jax.config import Config
+from raegan_jax.config import Config, from_dict
 from raegan_jax.realism import hf_ratio
 from raegan_jax.stages import GROUPED_METRICS, STEP_GROUPS
 
@@ -81,6 +81,16 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def read_config(workdir: str | os.PathLike) -> Config | None:
+    """The run's ``config.json`` as a :class:`Config`; None where the workdir has none.
+
+    Raises:
+      ValueError: the file is not a config (``json.JSONDecodeError`` is one).
+    """
+    f = pathlib.Path(workdir) / "config.json"
+    return from_dict(json.loads(f.read_text())) if f.is_file() else None
 
 
 def read_records(workdir: str | os.PathLike) -> list[dict]:

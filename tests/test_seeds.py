@@ -165,3 +165,19 @@ def test_batches_gathered_on_device_are_the_host_gathers():
         assert on_device.shape == host.shape == (*perm.shape[:-1], 3, 8, 28, 28, 1)
         assert on_device.sharding == host.sharding
         np.testing.assert_array_equal(np.asarray(on_device), np.asarray(host))
+
+
+def test_a_workdirs_config_is_read_in_one_place(tmp_path):
+    """workdir.read_config: None without config.json, the Config with one; what runs a workdir
+    holds (seeds.run_dirs) and whether it may resume (runs.check_config) read it so."""
+    from raegan_jax.runs import check_config
+    from raegan_jax.workdir import WorkdirError, read_config
+    cfg = cfg_for("mnist_ae", **{"train.seeds": "0,2"})
+    assert read_config(tmp_path) is None and seeds.run_dirs(tmp_path) == [tmp_path]
+    assert not check_config(cfg, tmp_path)
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    assert read_config(tmp_path) == cfg and check_config(cfg, tmp_path)
+    assert seeds.run_dirs(tmp_path) == [tmp_path / "seed0", tmp_path / "seed2"]
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(WorkdirError, match="config.json is unreadable"):
+        check_config(cfg, tmp_path)
